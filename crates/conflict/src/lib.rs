@@ -1,0 +1,3 @@
+//! Conflict resolution for skysync: the ConflictResolver trait and its strategies.
+//!
+//! (Being written.)

@@ -1,0 +1,3 @@
+//! The durable outbox of skysync: pending changes, coalescing, batches and acknowledgement.
+//!
+//! (Being written.)

@@ -1,0 +1,1 @@
+//! Pacing between CloudKit operations (placeholder while the crate is written).

@@ -1,0 +1,3 @@
+//! `cargo xtask`: the project's tasks (placeholder while the tasks are written).
+
+fn main() {}
