@@ -1,0 +1,3 @@
+//! `skysync-devserver`: run the CloudKit-compatible dev server (being written).
+
+fn main() {}

@@ -1,0 +1,46 @@
+//! Building responses the way CloudKit does: JSON with `application/json; charset=UTF-8`, and error
+//! bodies `{uuid, serverErrorCode, reason, retryAfter?, redirectURL?}` with the code's HTTP status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use skysync_model::ServerErrorCode;
+use skysync_model::wire::ErrorBody;
+
+/// The content type CloudKit answers with.
+pub const JSON_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
+
+/// A JSON response with the given status.
+pub fn json_reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error_reply(
+            ServerErrorCode::InternalError,
+            &format!("could not encode the response: {e}"),
+            None,
+        ),
+    }
+}
+
+/// A request-level CloudKit error, with the status that belongs to its code.
+pub fn error_reply(code: ServerErrorCode, reason: &str, retry_after: Option<u64>) -> Response {
+    error_body_reply(ErrorBody {
+        uuid: Some(uuid::Uuid::new_v4().to_string()),
+        server_error_code: code,
+        reason: Some(reason.to_owned()),
+        retry_after,
+        redirect_url: None,
+    })
+}
+
+/// A request-level CloudKit error from a complete body (e.g. with a `redirectURL`).
+pub fn error_body_reply(body: ErrorBody) -> Response {
+    let status = StatusCode::from_u16(body.server_error_code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_reply(status, &body)
+}
