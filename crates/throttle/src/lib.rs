@@ -37,6 +37,7 @@
 //! # Ok::<(), skysync_throttle::ThrottleError>(())
 //! ```
 
+mod actor;
 mod config;
 mod error;
 mod outcome;
@@ -45,6 +46,9 @@ mod quota;
 mod retry;
 mod throttle;
 
+pub use actor::{
+    DEFAULT_ACQUIRE_ROUNDS, DEFAULT_CALL_TIMEOUT, ThrottleActor, ThrottleHandle, ThrottleMessage,
+};
 pub use config::{MAX_DELAY_LIMIT, RETRY_AFTER_CAP, ThrottleConfig};
 pub use error::{Result, ThrottleError};
 pub use outcome::{FailureKind, LastError, Outcome};
