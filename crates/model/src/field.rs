@@ -369,6 +369,13 @@ impl Field {
     /// A `type` tag is authoritative; `LIST` (an old flat tag) and `BOOLEAN` (a CloudKit JS
     /// convenience) are accepted and resolved from the value; without a tag the type is inferred.
     pub fn from_wire(name: &str, wire: &WireField) -> Result<Field, ModelError> {
+        if wire.field_type.as_deref() == Some("LIST") && !wire.value.is_array() {
+            return Err(ModelError::WrongShape {
+                field: name.to_owned(),
+                expected: "LIST",
+                found: json_kind(&wire.value),
+            });
+        }
         let value = match wire.field_type.as_deref() {
             None | Some("LIST") => FieldValue::infer(name, &wire.value)?,
             Some("BOOLEAN") => match &wire.value {
@@ -384,13 +391,6 @@ impl Field {
                 FieldValue::from_json(name, ty, &wire.value)?
             }
         };
-        if wire.field_type.as_deref() == Some("LIST") && !matches!(wire.value, Value::Array(_)) {
-            return Err(ModelError::WrongShape {
-                field: name.to_owned(),
-                expected: "LIST",
-                found: json_kind(&wire.value),
-            });
-        }
         Ok(Field {
             value,
             encrypted: wire.is_encrypted.unwrap_or(false),
@@ -476,6 +476,12 @@ fn int_from_json(field: &str, ty: FieldType, value: &Value) -> Result<i64, Model
                         field: field.to_owned(),
                         value: f,
                     })
+                }
+                // A whole number written with a fraction part (`2.0`) is still that integer.
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    // |f| < 2^53, so the value is exact and the cast cannot truncate.
+                    #[allow(clippy::cast_possible_truncation)]
+                    Ok(f as i64)
                 }
                 _ => Err(wrong_shape(field, ty, value)),
             }

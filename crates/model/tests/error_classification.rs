@@ -1,0 +1,227 @@
+//! DESIGN.md's error table, row by row: every server code, at request and item scope, maps to the
+//! action the session takes; codes keep their HTTP status and CKError number.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use skysync_model::wire::ErrorBody;
+use skysync_model::{
+    CkErrorCode, CloudError, ErrorClass, ErrorScope, ModelError, NetworkFailure, ServerErrorCode,
+};
+
+use ErrorClass as A;
+use ServerErrorCode as C;
+
+/// (code, HTTP status, class at request scope, class at item scope, CKError)
+fn table() -> Vec<(C, u16, A, A, CkErrorCode)> {
+    vec![
+        (
+            C::AccessDenied,
+            403,
+            A::Fatal,
+            A::Fatal,
+            CkErrorCode::PermissionFailure,
+        ),
+        (
+            C::AtomicError,
+            400,
+            A::Transient,
+            A::Transient,
+            CkErrorCode::BatchRequestFailed,
+        ),
+        (
+            C::AuthenticationFailed,
+            401,
+            A::Fatal,
+            A::Fatal,
+            CkErrorCode::NotAuthenticated,
+        ),
+        (
+            C::AuthenticationRequired,
+            421,
+            A::Fatal,
+            A::Fatal,
+            CkErrorCode::NotAuthenticated,
+        ),
+        (
+            C::BadRequest,
+            400,
+            A::Fatal,
+            A::ItemRejected,
+            CkErrorCode::InvalidArguments,
+        ),
+        (
+            C::Conflict,
+            409,
+            A::Conflict,
+            A::Conflict,
+            CkErrorCode::ServerRecordChanged,
+        ),
+        (
+            C::Exists,
+            409,
+            A::Conflict,
+            A::Conflict,
+            CkErrorCode::ServerRecordChanged,
+        ),
+        (
+            C::InternalError,
+            500,
+            A::Transient,
+            A::Transient,
+            CkErrorCode::InternalError,
+        ),
+        (
+            C::NotFound,
+            404,
+            A::Fatal,
+            A::ItemRejected,
+            CkErrorCode::UnknownItem,
+        ),
+        (
+            C::QuotaExceeded,
+            413,
+            A::Fatal,
+            A::Fatal,
+            CkErrorCode::QuotaExceeded,
+        ),
+        (
+            C::Throttled,
+            429,
+            A::Transient,
+            A::Transient,
+            CkErrorCode::RequestRateLimited,
+        ),
+        (
+            C::TryAgainLater,
+            503,
+            A::Transient,
+            A::Transient,
+            CkErrorCode::ServiceUnavailable,
+        ),
+        (
+            C::ValidatingReferenceError,
+            412,
+            A::Fatal,
+            A::ItemRejected,
+            CkErrorCode::ReferenceViolation,
+        ),
+        (
+            C::ZoneNotFound,
+            404,
+            A::ZoneGone,
+            A::ZoneGone,
+            CkErrorCode::ZoneNotFound,
+        ),
+        (
+            C::UniqueFieldError,
+            409,
+            A::Fatal,
+            A::ItemRejected,
+            CkErrorCode::ConstraintViolation,
+        ),
+        (
+            C::ZoneBusy,
+            503,
+            A::Transient,
+            A::Transient,
+            CkErrorCode::ZoneBusy,
+        ),
+        (
+            C::LimitExceeded,
+            413,
+            A::TooLarge,
+            A::TooLarge,
+            CkErrorCode::LimitExceeded,
+        ),
+        (
+            C::ChangeTokenExpired,
+            410,
+            A::TokenExpired,
+            A::TokenExpired,
+            CkErrorCode::ChangeTokenExpired,
+        ),
+    ]
+}
+
+#[test]
+fn every_known_code_is_classified_as_the_design_says() {
+    let rows = table();
+    assert_eq!(
+        rows.len(),
+        ServerErrorCode::KNOWN.len(),
+        "a known code has no row"
+    );
+    for (code, status, request, item, ck) in rows {
+        assert_eq!(code.http_status(), status, "{code}");
+        assert_eq!(
+            code.classify(ErrorScope::Request),
+            request,
+            "{code} (request)"
+        );
+        assert_eq!(code.classify(ErrorScope::Item), item, "{code} (item)");
+        assert_eq!(code.ck_error_code(), ck, "{code}");
+        assert_eq!(
+            ServerErrorCode::parse(code.as_str()),
+            code,
+            "{code} round-trips"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_code_is_kept_verbatim_and_is_fatal() {
+    let body: ErrorBody = serde_json::from_str(
+        r#"{"uuid":"u","serverErrorCode":"SOMETHING_NEW","reason":"from the future"}"#,
+    )
+    .unwrap();
+    assert_eq!(body.server_error_code, C::Other("SOMETHING_NEW".into()));
+    assert_eq!(
+        serde_json::to_value(&body).unwrap()["serverErrorCode"],
+        "SOMETHING_NEW"
+    );
+    let error = CloudError::Server(body.to_server_error(500));
+    assert_eq!(error.class(), A::Fatal, "never guess at an unknown failure");
+}
+
+#[test]
+fn transport_failures_are_transient_and_incompatible_data_is_fatal() {
+    for kind in [
+        NetworkFailure::Connect,
+        NetworkFailure::Timeout,
+        NetworkFailure::Reset,
+        NetworkFailure::Other,
+    ] {
+        let e = CloudError::Network {
+            kind,
+            detail: "x".into(),
+        };
+        assert_eq!(e.class(), A::Transient);
+    }
+    let html = CloudError::UnexpectedResponse {
+        status: Some(502),
+        detail: "text/html: <html>Bad Gateway".into(),
+    };
+    assert_eq!(html.class(), A::Transient);
+    assert!(html.to_string().contains("HTTP 502"));
+    let newer = CloudError::Incompatible(ModelError::UnknownFieldType {
+        field: "f".into(),
+        type_name: "HOLOGRAM".into(),
+    });
+    assert_eq!(newer.class(), A::Fatal);
+    assert_eq!(newer.ck_error_code(), CkErrorCode::IncompatibleVersion);
+}
+
+#[test]
+fn retry_after_is_carried_to_the_typed_error() {
+    let body: ErrorBody = serde_json::from_str(
+        r#"{"serverErrorCode":"THROTTLED","reason":"slow down","retryAfter":30}"#,
+    )
+    .unwrap();
+    let error = CloudError::Server(body.to_server_error(429));
+    assert_eq!(
+        error.retry_after(),
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(error.class(), A::Transient);
+    assert_eq!(CkErrorCode::RequestRateLimited.number(), 7);
+}
