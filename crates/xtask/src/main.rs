@@ -1,3 +1,103 @@
-//! `cargo xtask`: the project's tasks (placeholder while the tasks are written).
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `cargo xtask demo`: the end-to-end demo (arrives with the session; says so until then).
+//! - `cargo xtask bench [devserver|store|throttle]...`: the benchmarks, in release mode, on loopback.
+//! - `cargo xtask ci`: what CI runs (`.ci/run`).
 
-fn main() {}
+use std::process::{Command, ExitCode};
+
+/// One benchmark: which package's example to run, with which arguments, and what it measures.
+struct Bench {
+    name: &'static str,
+    package: &'static str,
+    example: &'static str,
+    args: &'static [&'static str],
+    measures: &'static str,
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "devserver",
+        package: "skysync-devserver",
+        example: "modify_throughput",
+        args: &[],
+        measures: "dev server records/modify throughput, 200-record batches on loopback",
+    },
+    Bench {
+        name: "store",
+        package: "skysync-store",
+        example: "save_bench",
+        args: &[],
+        measures: "durable local saves: latency with one writer, throughput with 1/8/64 writers",
+    },
+    Bench {
+        name: "throttle",
+        package: "skysync-throttle",
+        example: "simulate",
+        args: &["--rate", "10", "--burst", "20", "--work", "20000", "--seed", "1"],
+        measures: "pacing policies against a simulated throttling server (virtual time)",
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
+        Some("ci") => run(Command::new("bash").arg(".ci/run")),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <demo | bench [{}]... | ci>",
+                BENCHES.iter().map(|b| b.name).collect::<Vec<_>>().join("|")
+            );
+            Err("unknown task".into())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> Result<(), String> {
+    eprintln!(
+        "The skysync demo arrives with the session crate. Until then, run the dev server with\n  \
+         cargo run -p skysync-devserver -- --listen 127.0.0.1:8787\nand the benchmarks with\n  \
+         cargo xtask bench"
+    );
+    Ok(())
+}
+
+fn bench(selected: &[String]) -> Result<(), String> {
+    if let Some(unknown) = selected
+        .iter()
+        .find(|s| !BENCHES.iter().any(|b| b.name == s.as_str()))
+    {
+        return Err(format!("no benchmark named `{unknown}`"));
+    }
+    for bench in BENCHES
+        .iter()
+        .filter(|b| selected.is_empty() || selected.iter().any(|s| s == b.name))
+    {
+        eprintln!("\n== {}: {}", bench.name, bench.measures);
+        run(Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--release", "-p", bench.package])
+            .args(["--example", bench.example, "--"])
+            .args(bench.args))?;
+    }
+    Ok(())
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("could not start {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}"))
+    }
+}
