@@ -4,10 +4,23 @@
 //! `/device/1/{container}/{environment}/tokens/{create,register}`) on loopback, answers errors with
 //! CloudKit's own bodies, and can inject faults on demand under `/_dev/`.
 //!
-//! (Crate docs with an example are being written.)
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use skysync_devserver::{DevServer, ServerConfig};
+//!
+//! let server = DevServer::start(ServerConfig::default()).await.unwrap();
+//! let url = server.base_url(); // "http://127.0.0.1:PORT"
+//! assert!(url.starts_with("http://127.0.0.1:"));
+//! server.shutdown().await.unwrap();
+//! # });
+//! ```
 
 mod error;
+pub mod faults;
+pub mod rate_limit;
 pub mod reply;
+pub mod s2s;
+mod server;
 
 pub use error::DevServerError;
 
@@ -40,6 +53,69 @@ impl Default for ServerConfig {
             s2s_keys: Vec::new(),
             api_token: None,
             max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running dev server: bound, accepting and serving on the tokio runtime it was started on.
+///
+/// Stop it with [`DevServer::shutdown`], which lets in-flight requests finish and closes the data
+/// store. Dropping it without `shutdown` stops accepting at the end of the runtime only.
+pub struct DevServer {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl DevServer {
+    /// Binds `config.listen`, opens the data store (if `config.data_dir` is set) and starts serving.
+    /// Returns once the listener accepts connections.
+    pub async fn start(config: ServerConfig) -> Result<DevServer, DevServerError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DevServerError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let router = server::router(&config, addr, stopped.clone()).await?;
+        let mut signal = stopped;
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    // Either a `true` or the sender going away ends serving.
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "skysync dev server accepting connections");
+        Ok(DevServer {
+            addr,
+            stop,
+            serving,
+        })
+    }
+
+    /// The server's root URL, `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the server listens on (with the port actually bound).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (open courier long-polls answer at once),
+    /// and returns when serving has ended and every write is on disk.
+    pub async fn shutdown(self) -> Result<(), DevServerError> {
+        let _ = self.stop.send(true);
+        match self.serving.await {
+            Ok(result) => result.map_err(DevServerError::Serve),
+            Err(join) => Err(DevServerError::Serve(std::io::Error::other(format!(
+                "the serving task failed: {join}"
+            )))),
         }
     }
 }
