@@ -1,0 +1,406 @@
+//! The queue actor and its handle: the outbox as the session drives it.
+
+use crate::batch::{Batch, BatchLimits, ChangeSeq, OutboxEntry, ParkedChange, QueueDepth};
+use crate::error::QueueError;
+use crate::outbox::Outbox;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, call_t};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use skysync_model::RecordId;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How the queue behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// The limits of a batch formed by [`QueueHandle::next_batch`].
+    pub limits: BatchLimits,
+    /// How long a handle waits for the actor's answer before giving up with
+    /// [`QueueError::TimedOut`].
+    pub call_timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            limits: BatchLimits::default(),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The messages the queue actor handles: its whole interface. Every message carries the port its
+/// answer goes to; [`QueueHandle`] builds them.
+#[derive(Debug)]
+pub enum QueueMsg {
+    /// Form a batch from the front of the outbox within the limits.
+    NextBatch {
+        /// The limits of the batch.
+        limits: BatchLimits,
+        /// Where the batch goes.
+        reply: RpcReplyPort<Result<Batch, QueueError>>,
+    },
+    /// Acknowledge a batch the server confirmed: remove exactly the versions it carries.
+    Ack {
+        /// The confirmed batch (or the confirmed part of it).
+        batch: Batch,
+        /// How many changes were removed.
+        reply: RpcReplyPort<Result<usize, QueueError>>,
+    },
+    /// Move a batch's records to the front of the outbox.
+    RequeueFront {
+        /// The changes to send first.
+        batch: Batch,
+        /// How many moved.
+        reply: RpcReplyPort<Result<usize, QueueError>>,
+    },
+    /// Park a record's change as failed.
+    Park {
+        /// The record.
+        id: RecordId,
+        /// The version the server refused.
+        seq: ChangeSeq,
+        /// Why (an error code and message; never field values).
+        reason: String,
+        /// Whether it was parked.
+        reply: RpcReplyPort<Result<bool, QueueError>>,
+    },
+    /// List parked changes.
+    Parked {
+        /// The parked changes, oldest first.
+        reply: RpcReplyPort<Result<Vec<ParkedChange>, QueueError>>,
+    },
+    /// Make parked changes pending again, at the front.
+    RetryParked {
+        /// Only these records' parked changes; `None` for all.
+        only: Option<Vec<RecordId>>,
+        /// How many were retried.
+        reply: RpcReplyPort<Result<usize, QueueError>>,
+    },
+    /// Count pending and parked changes.
+    Depth {
+        /// The counts.
+        reply: RpcReplyPort<Result<QueueDepth, QueueError>>,
+    },
+    /// Look up the outbox entry of one record.
+    Entry {
+        /// The record.
+        id: RecordId,
+        /// Its pending or parked change, if any.
+        reply: RpcReplyPort<Result<Option<OutboxEntry>, QueueError>>,
+    },
+}
+
+/// The actor that owns no data of its own: every message runs as one redb transaction on a blocking
+/// thread against the shared database, one message at a time.
+#[derive(Debug, Default)]
+pub struct QueueActor;
+
+/// What the queue actor starts with.
+#[derive(Debug)]
+pub struct QueueArgs {
+    /// The database the session opened (shared with the store).
+    pub db: Arc<Database>,
+    /// The outbox of that database.
+    pub outbox: Outbox,
+}
+
+/// The queue actor's state: the shared database and its outbox.
+#[derive(Debug)]
+pub struct QueueState {
+    db: Arc<Database>,
+    outbox: Outbox,
+}
+
+impl QueueState {
+    async fn read<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Outbox, &ReadTransaction) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let db = Arc::clone(&self.db);
+        let outbox = self.outbox.clone();
+        blocking(operation, move || {
+            let txn = db
+                .begin_read()
+                .map_err(|e| outbox.storage_error(e.into()))?;
+            f(&outbox, &txn)
+        })
+        .await
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        f: impl FnOnce(&Outbox, &WriteTransaction) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let db = Arc::clone(&self.db);
+        let outbox = self.outbox.clone();
+        blocking(operation, move || write_durably(&db, &outbox, f)).await
+    }
+}
+
+/// Runs `f` in one write transaction and commits it durably (the commit returns once it is on disk).
+/// Blocking: call it on a blocking thread.
+pub fn write_durably<T>(
+    db: &Database,
+    outbox: &Outbox,
+    f: impl FnOnce(&Outbox, &WriteTransaction) -> Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| outbox.storage_error(e.into()))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| outbox.storage_error(e.into()))?;
+    match f(outbox, &txn) {
+        Ok(value) => {
+            txn.commit().map_err(|e| outbox.storage_error(e.into()))?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The operation failed: nothing of it may commit. An abort error adds nothing to the
+            // operation's own error, which is the one the caller can act on.
+            let _ = txn.abort();
+            Err(e)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, QueueError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError::Stopped {
+            operation,
+            detail: e.to_string(),
+        })?
+}
+
+impl Actor for QueueActor {
+    type Msg = QueueMsg;
+    type State = QueueState;
+    type Arguments = QueueArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(QueueState {
+            db: args.db,
+            outbox: args.outbox,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A caller that gave up waiting has dropped its port; there is nobody left to tell.
+        match message {
+            QueueMsg::NextBatch { limits, reply } => {
+                let result = state
+                    .read("next_batch", move |o, txn| o.form_batch(txn, limits))
+                    .await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::Ack { batch, reply } => {
+                let result = state.write("ack", move |o, txn| o.ack(txn, &batch)).await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::RequeueFront { batch, reply } => {
+                let result = state
+                    .write("requeue_front", move |o, txn| o.requeue_front(txn, &batch))
+                    .await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::Park {
+                id,
+                seq,
+                reason,
+                reply,
+            } => {
+                let result = state
+                    .write("park", move |o, txn| o.park(txn, &id, seq, &reason))
+                    .await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::Parked { reply } => {
+                let result = state.read("parked", |o, txn| o.parked(txn)).await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::RetryParked { only, reply } => {
+                let result = state
+                    .write("retry_parked", move |o, txn| {
+                        o.retry_parked(txn, only.as_deref())
+                    })
+                    .await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::Depth { reply } => {
+                let result = state.read("depth", |o, txn| o.depth(txn)).await;
+                let _ = reply.send(result);
+            }
+            QueueMsg::Entry { id, reply } => {
+                let result = state.read("entry", move |o, txn| o.entry(txn, &id)).await;
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A cloneable handle to a running queue actor, with one typed async method per message.
+#[derive(Clone, Debug)]
+pub struct QueueHandle {
+    actor: ActorRef<QueueMsg>,
+    config: QueueConfig,
+}
+
+impl QueueHandle {
+    /// Creates the outbox tables in `db` if needed (refusing a newer format) and starts an unnamed
+    /// queue actor over it. `file` is the database's path, used to name it in errors. Returns the
+    /// handle and the actor's join handle.
+    pub async fn spawn(
+        db: Arc<Database>,
+        file: impl Into<PathBuf>,
+        config: QueueConfig,
+    ) -> Result<(QueueHandle, JoinHandle<()>), QueueError> {
+        let outbox = Outbox::new(file);
+        {
+            let db = Arc::clone(&db);
+            let outbox = outbox.clone();
+            blocking("spawn", move || {
+                write_durably(&db, &outbox, |o, txn| o.create_tables(txn))
+            })
+            .await?;
+        }
+        let (actor, join) = Actor::spawn(None, QueueActor, QueueArgs { db, outbox })
+            .await
+            .map_err(|e| QueueError::Stopped {
+                operation: "spawn",
+                detail: e.to_string(),
+            })?;
+        Ok((QueueHandle { actor, config }, join))
+    }
+
+    /// A handle to an already running queue actor (one a supervisor spawned).
+    pub fn from_actor(actor: ActorRef<QueueMsg>, config: QueueConfig) -> Self {
+        Self { actor, config }
+    }
+
+    /// The actor behind this handle.
+    pub fn actor(&self) -> &ActorRef<QueueMsg> {
+        &self.actor
+    }
+
+    /// The configuration this handle uses.
+    pub fn config(&self) -> QueueConfig {
+        self.config
+    }
+
+    /// The next batch to send, within the configured limits; empty when nothing is pending.
+    pub async fn next_batch(&self) -> Result<Batch, QueueError> {
+        self.next_batch_within(self.config.limits).await
+    }
+
+    /// The next batch to send within `limits` (e.g. [`BatchLimits::halved`] after a request was too
+    /// large).
+    pub async fn next_batch_within(&self, limits: BatchLimits) -> Result<Batch, QueueError> {
+        self.call("next_batch", |reply| QueueMsg::NextBatch { limits, reply })
+            .await
+    }
+
+    /// Acknowledges a batch after the server confirmed it: removes exactly the versions it carries
+    /// (keep only the accepted changes in it first, see [`Batch::retain`]). Returns how many were
+    /// removed.
+    pub async fn ack(&self, batch: Batch) -> Result<usize, QueueError> {
+        self.call("ack", |reply| QueueMsg::Ack { batch, reply })
+            .await
+    }
+
+    /// Moves a batch's records to the front of the outbox, in its order. Returns how many moved.
+    pub async fn requeue_front(&self, batch: Batch) -> Result<usize, QueueError> {
+        self.call("requeue_front", |reply| QueueMsg::RequeueFront {
+            batch,
+            reply,
+        })
+        .await
+    }
+
+    /// Parks a record's change as failed with `reason`, if `seq` is still its pending version.
+    /// Returns whether it parked.
+    pub async fn park(
+        &self,
+        id: RecordId,
+        seq: ChangeSeq,
+        reason: impl Into<String>,
+    ) -> Result<bool, QueueError> {
+        let reason = reason.into();
+        self.call("park", |reply| QueueMsg::Park {
+            id,
+            seq,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Every parked change, oldest first.
+    pub async fn parked(&self) -> Result<Vec<ParkedChange>, QueueError> {
+        self.call("parked", |reply| QueueMsg::Parked { reply })
+            .await
+    }
+
+    /// Makes parked changes pending again at the front: all of them (`None`) or those of the given
+    /// records. Returns how many.
+    pub async fn retry_parked(&self, only: Option<Vec<RecordId>>) -> Result<usize, QueueError> {
+        self.call("retry_parked", |reply| QueueMsg::RetryParked {
+            only,
+            reply,
+        })
+        .await
+    }
+
+    /// How many changes are pending and parked.
+    pub async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        self.call("depth", |reply| QueueMsg::Depth { reply }).await
+    }
+
+    /// The outbox entry of one record: its pending or parked change, if any.
+    pub async fn entry(&self, id: RecordId) -> Result<Option<OutboxEntry>, QueueError> {
+        self.call("entry", |reply| QueueMsg::Entry { id, reply })
+            .await
+    }
+
+    /// Stops the actor and waits until it has finished its current message.
+    pub async fn stop(&self) {
+        // An error means the actor is already gone, which is what was asked for.
+        let _ = self
+            .actor
+            .stop_and_wait(None, Some(self.config.call_timeout))
+            .await;
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        make: impl FnOnce(RpcReplyPort<Result<T, QueueError>>) -> QueueMsg,
+    ) -> Result<T, QueueError> {
+        let timeout = self.config.call_timeout;
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        match call_t!(self.actor, make, millis) {
+            Ok(result) => result,
+            Err(ractor::RactorErr::Timeout) => Err(QueueError::TimedOut { operation, timeout }),
+            Err(e) => Err(QueueError::Stopped {
+                operation,
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
