@@ -1,0 +1,285 @@
+//! What a resolver answers, how an answer is checked against the conflict it settles, and the
+//! rebase that makes every re-sent record carry the server's change tag.
+
+use crate::error::ConflictError;
+use crate::resolver::ConflictResolver;
+use skysync_model::{ChangeTag, PendingChange, Record};
+use std::fmt;
+
+/// How a conflict is settled: what goes to the server next, or what the local side becomes.
+///
+/// Bringing a deleted record back is never silent: it has its own variants ([`Resolution::Recreate`]
+/// and [`Resolution::Restore`]), so the session can report it by name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// Save this record over the server's copy (an `update`). It carries the server copy's change tag
+    /// and system fields (see [`rebase_onto`]); [`settle`] enforces that whatever the resolver set.
+    /// Fields set to [`skysync_model::FieldValue::Null`] go out as `{"value": null}` and are cleared.
+    Send(Record),
+    /// Delete the record on the server with the server copy's change tag: the local deletion wins
+    /// over the server's edit.
+    SendDelete {
+        /// The server copy's change tag, to send with the `delete`.
+        change_tag: ChangeTag,
+    },
+    /// Drop the local change; the server's state stands. Its copy becomes the local record and the
+    /// new merge base, or, when the server deleted the record, the local record is deleted too.
+    AcceptServer,
+    /// The server deleted the record, and this local copy is created again (a `create`, with no
+    /// change tag): a resurrection on the server, chosen explicitly.
+    Recreate(Record),
+    /// The record was deleted locally, and the server's edited copy brings it back on this device
+    /// (the local delete is dropped): a resurrection on the device, chosen explicitly.
+    Restore,
+    /// Keep the change out of the outbox's way as a failure the app can see and decide on; nothing
+    /// is sent or dropped.
+    Park {
+        /// Why it was parked.
+        reason: ParkReason,
+    },
+}
+
+impl Resolution {
+    /// The variant's name, as used in error messages and telemetry (`"Send"`, `"Park"`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resolution::Send(_) => "Send",
+            Resolution::SendDelete { .. } => "SendDelete",
+            Resolution::AcceptServer => "AcceptServer",
+            Resolution::Recreate(_) => "Recreate",
+            Resolution::Restore => "Restore",
+            Resolution::Park { .. } => "Park",
+        }
+    }
+
+    /// Whether this resolution brings back a record one side deleted.
+    pub fn resurrects(&self) -> bool {
+        matches!(self, Resolution::Recreate(_) | Resolution::Restore)
+    }
+}
+
+/// Why a change was parked instead of resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParkReason {
+    /// The server deleted the record while this device edited it, and the resolver's deletion policy
+    /// leaves the choice to the app (accept the deletion, or re-create the record).
+    DeletedOnServer,
+    /// This device deleted the record while another edited it on the server, and the deletion policy
+    /// leaves the choice to the app (send the delete, or restore the record).
+    DeletedLocally,
+    /// The field a strategy orders by (a clock or an edit count) holds values it cannot compare, such
+    /// as a string against a number. Fix the data or the strategy's field name.
+    UnorderableField {
+        /// The field's name.
+        field: String,
+        /// What was found, e.g. `"a STRING against an INT64"`.
+        found: String,
+    },
+    /// The server copy has no change tag, so nothing can be sent over it; fetch the record again.
+    ServerCopyWithoutChangeTag,
+    /// An app-defined reason, from a custom resolver or fallback.
+    Custom(String),
+}
+
+impl fmt::Display for ParkReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParkReason::DeletedOnServer => {
+                f.write_str("the server deleted the record while it was edited here")
+            }
+            ParkReason::DeletedLocally => {
+                f.write_str("the record was deleted here while it was edited on the server")
+            }
+            ParkReason::UnorderableField { field, found } => {
+                write!(f, "field `{field}` cannot be compared: {found}")
+            }
+            ParkReason::ServerCopyWithoutChangeTag => {
+                f.write_str("the server copy carries no change tag")
+            }
+            ParkReason::Custom(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The four kinds of conflict, by what each side did to the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConflictCase {
+    /// Both sides saved the record (`CONFLICT` on an update, `EXISTS` on a create).
+    BothEdited,
+    /// This device saved the record, the server deleted it (`NOT_FOUND` on an update).
+    DeletedOnServer,
+    /// This device deleted the record, the server's copy was edited.
+    DeletedLocally,
+    /// Both sides deleted the record.
+    BothDeleted,
+}
+
+impl ConflictCase {
+    /// The kind of conflict between a local change and the server's copy (`None`: deleted).
+    pub fn of(local: &PendingChange, server: Option<&Record>) -> Self {
+        match (local, server) {
+            (PendingChange::Save(_), Some(_)) => ConflictCase::BothEdited,
+            (PendingChange::Save(_), None) => ConflictCase::DeletedOnServer,
+            (PendingChange::Delete { .. }, Some(_)) => ConflictCase::DeletedLocally,
+            (PendingChange::Delete { .. }, None) => ConflictCase::BothDeleted,
+        }
+    }
+
+    /// The resolution kinds that can settle this kind of conflict.
+    pub fn allowed(self) -> &'static str {
+        match self {
+            ConflictCase::BothEdited => "Send, AcceptServer, Park",
+            ConflictCase::DeletedOnServer => "AcceptServer, Recreate, Park",
+            ConflictCase::DeletedLocally => "SendDelete, Restore, Park",
+            ConflictCase::BothDeleted => "AcceptServer, Park",
+        }
+    }
+}
+
+impl fmt::Display for ConflictCase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictCase::BothEdited => "both-edited",
+            ConflictCase::DeletedOnServer => "deleted-on-server",
+            ConflictCase::DeletedLocally => "deleted-locally",
+            ConflictCase::BothDeleted => "both-deleted",
+        })
+    }
+}
+
+/// One conflict, owned: what the conflict actor receives and what an app can keep for later.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The local change that clashed: the latest local copy to save, or a deletion.
+    pub local: PendingChange,
+    /// The last server copy both sides started from (the store's merge base); `None` when unknown,
+    /// as for a record created here that collided with one created elsewhere (`EXISTS`).
+    pub base: Option<Record>,
+    /// The server's current copy; `None` when the server deleted the record.
+    pub server: Option<Record>,
+}
+
+impl Conflict {
+    /// The kind of conflict this is.
+    pub fn case(&self) -> ConflictCase {
+        ConflictCase::of(&self.local, self.server.as_ref())
+    }
+
+    /// Settles this conflict with `resolver` (see [`settle`]).
+    pub fn settle_with<R: ConflictResolver + ?Sized>(
+        &self,
+        resolver: &R,
+    ) -> Result<Resolution, ConflictError> {
+        settle(
+            resolver,
+            &self.local,
+            self.base.as_ref(),
+            self.server.as_ref(),
+        )
+    }
+}
+
+/// `record` with the server copy's system fields (change tag, created, modified), ready to be sent
+/// as an update over that copy. Identity, type and fields stay `record`'s own.
+///
+/// ```
+/// use skysync_conflict::rebase_onto;
+/// use skysync_model::{ChangeTag, Record, RecordId, SystemFields, ZoneId};
+///
+/// let id = RecordId::new(ZoneId::new("Notes"), "n1");
+/// let mut server = Record::new(id.clone(), "Note").with("title", "theirs");
+/// server.system = Some(SystemFields {
+///     change_tag: ChangeTag("t7".into()),
+///     created: None,
+///     modified: None,
+///     deleted: false,
+/// });
+/// let mine = Record::new(id, "Note").with("title", "mine");
+/// let rebased = rebase_onto(mine, &server);
+/// assert_eq!(rebased.change_tag(), Some(&ChangeTag("t7".into())));
+/// assert_eq!(rebased.get("title"), Some(&"mine".into()));
+/// ```
+pub fn rebase_onto(mut record: Record, server: &Record) -> Record {
+    record.system = server.system.clone();
+    record
+}
+
+/// Runs `resolver` on one conflict and checks its answer, so that what comes out can be acted on
+/// as it is. This is how the session (and the [`crate::ConflictActor`]) calls a resolver.
+///
+/// - The inputs must describe one record: a base or server copy of another record is
+///   [`ConflictError::RecordMismatch`]; a server copy without a change tag is
+///   [`ConflictError::ServerCopyWithoutChangeTag`].
+/// - The answer must suit the kind of conflict ([`ConflictCase::allowed`]); otherwise
+///   [`ConflictError::NotAllowed`]. In particular a deleted record only comes back through
+///   [`Resolution::Recreate`] or [`Resolution::Restore`], never through `Send` or `AcceptServer`.
+/// - A [`Resolution::Send`] record is rebased onto the server copy ([`rebase_onto`]), a
+///   [`Resolution::SendDelete`] carries the server copy's change tag, and a
+///   [`Resolution::Recreate`] record carries no system fields (it is a `create`), whatever the
+///   resolver put there; a returned record with another id is [`ConflictError::WrongRecord`].
+pub fn settle<R: ConflictResolver + ?Sized>(
+    resolver: &R,
+    local: &PendingChange,
+    base: Option<&Record>,
+    server: Option<&Record>,
+) -> Result<Resolution, ConflictError> {
+    let id = local.record_id();
+    for (which, copy) in [("base", base), ("server", server)] {
+        if let Some(copy) = copy
+            && copy.id != *id
+        {
+            return Err(ConflictError::RecordMismatch {
+                which,
+                expected: Box::new(id.clone()),
+                found: Box::new(copy.id.clone()),
+            });
+        }
+    }
+    let without_tag = || ConflictError::ServerCopyWithoutChangeTag {
+        id: Box::new(id.clone()),
+    };
+    if server.is_some_and(|copy| copy.change_tag().is_none()) {
+        return Err(without_tag());
+    }
+    let case = ConflictCase::of(local, server);
+    let answer = resolver.resolve(local, base, server);
+    let not_allowed = |answer: &Resolution| ConflictError::NotAllowed {
+        id: Box::new(id.clone()),
+        case,
+        answered: answer.kind(),
+        allowed: case.allowed(),
+    };
+    let check_id = |record: &Record| -> Result<(), ConflictError> {
+        if record.id == *id {
+            Ok(())
+        } else {
+            Err(ConflictError::WrongRecord {
+                expected: Box::new(id.clone()),
+                found: Box::new(record.id.clone()),
+            })
+        }
+    };
+    match (case, answer, server) {
+        (_, park @ Resolution::Park { .. }, _) => Ok(park),
+        (ConflictCase::BothEdited, Resolution::Send(record), Some(server)) => {
+            check_id(&record)?;
+            Ok(Resolution::Send(rebase_onto(record, server)))
+        }
+        (
+            ConflictCase::BothEdited | ConflictCase::DeletedOnServer | ConflictCase::BothDeleted,
+            Resolution::AcceptServer,
+            _,
+        ) => Ok(Resolution::AcceptServer),
+        (ConflictCase::DeletedOnServer, Resolution::Recreate(mut record), _) => {
+            check_id(&record)?;
+            record.system = None;
+            Ok(Resolution::Recreate(record))
+        }
+        (ConflictCase::DeletedLocally, Resolution::SendDelete { .. }, Some(server)) => {
+            let change_tag = server.change_tag().cloned().ok_or_else(without_tag)?;
+            Ok(Resolution::SendDelete { change_tag })
+        }
+        (ConflictCase::DeletedLocally, Resolution::Restore, _) => Ok(Resolution::Restore),
+        (_, other, _) => Err(not_allowed(&other)),
+    }
+}
