@@ -33,8 +33,9 @@ pub struct ThrottleConfig {
     /// The factor a success multiplies the delay by (default 2/3; strictly between 0 and 1).
     pub success_shrink: f64,
     /// The jitter fraction `j` (default 0.2; from 0 up to, not including, 1). After each
-    /// outcome the wait is drawn uniformly from `[max(d·(1−j), d_min), min(d·(1+j), d_max)]`;
-    /// after a `retryAfter` the wait ends uniformly within `[deadline, deadline + j·d]`.
+    /// outcome the wait is drawn uniformly from `[d·(1−j), min(d·(1+j), d_max)]`, so on average
+    /// it is `d` (a wait may be shorter than `d_min`, never longer than `d_max`); after a
+    /// `retryAfter` the wait ends uniformly within `[deadline, deadline + j·d]`.
     pub jitter: f64,
     /// How many failures of one operation exhaust it (default 5; at least 1).
     pub max_attempts: u32,

@@ -44,6 +44,7 @@ mod outcome;
 mod pacing;
 mod quota;
 mod retry;
+pub mod simulation;
 mod throttle;
 
 pub use actor::{

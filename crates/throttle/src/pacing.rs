@@ -29,9 +29,12 @@ pub enum WaitCause {
 /// * A success multiplies `d` by `success_shrink` (default 2/3), never going below `d_min`.
 /// * A `retryAfter` is a hard deadline: nothing is permitted before it, whatever `d` says.
 /// * After each outcome the controller draws the wait before the next dispatch uniformly from
-///   `[max(d·(1−j), d_min), min(d·(1+j), d_max)]` ([`PacingController::wait_range`]); after a
-///   `retryAfter` the next dispatch also lies uniformly within `[deadline, deadline + j·d]`,
-///   so devices told the same deadline do not all come back at the same instant.
+///   `[d·(1−j), min(d·(1+j), d_max)]` ([`PacingController::wait_range`]). The range is centred
+///   on `d` so that `d` stays the mean spacing (clipping it at `d_min` would add a systematic
+///   `j/2` to every wait at the floor); only the top is clipped, so no wait exceeds `d_max`.
+///   The hard cap on the rate is the quota's job, not the jitter's. After a `retryAfter` the
+///   next dispatch also lies uniformly within `[deadline, deadline + j·d]`, so devices told
+///   the same deadline do not all come back at the same instant.
 ///
 /// The only memory is `d` itself (plus the pending deadline): there is no integral term that
 /// could accumulate credit during a long run of successes, so the first failure after any
@@ -109,9 +112,9 @@ impl PacingController {
     }
 
     /// The range the jittered wait is drawn from for the current delay:
-    /// `[max(d·(1−j), d_min), min(d·(1+j), d_max)]`.
+    /// `[d·(1−j), min(d·(1+j), d_max)]`.
     pub fn wait_range(&self) -> (Duration, Duration) {
-        let low = scale(self.delay, 1.0 - self.jitter, self.min).max(self.min);
+        let low = scale(self.delay, 1.0 - self.jitter, self.min).min(self.delay);
         let high = scale(self.delay, 1.0 + self.jitter, self.max).min(self.max);
         (low, high.max(low))
     }

@@ -170,7 +170,8 @@ proptest! {
             }
             let (at, cause) = pacing.next_permitted().unwrap();
             let (low, high) = pacing.wait_range();
-            prop_assert!(low >= min && high <= max && low <= high);
+            prop_assert!(low >= min.mul_f64(1.0 - jitter) && high <= max && low <= high);
+            prop_assert!(low <= after && after <= high, "d = {after:?} outside its own wait range");
             let wait = at - now;
             if let Some(retry_after) = outcome.retry_after() {
                 prop_assert!(wait >= retry_after, "permitted {wait:?} after a retryAfter of {retry_after:?}");
@@ -300,13 +301,33 @@ fn jittered_wait_is_uniform_over_d_plus_minus_j() {
 }
 
 #[test]
-fn jitter_range_is_clipped_to_the_delay_bounds() {
+fn jitter_range_is_centred_on_d_and_clipped_only_at_d_max() {
     let mut pacing = PacingController::new(&config(5)).unwrap();
     pacing.record(Instant::now(), &Outcome::Success);
-    // At d = d_min the range is [d_min, 1.2·d_min]: never below d_min.
+    // At d = d_min the range stays centred on d, so the mean spacing is d_min.
     assert_eq!(
         pacing.wait_range(),
-        (Duration::from_millis(250), Duration::from_millis(300))
+        (Duration::from_millis(200), Duration::from_millis(300))
+    );
+    let waits: Vec<Duration> = (0..400)
+        .map(|_| {
+            let now = Instant::now();
+            pacing.record(now, &Outcome::Success);
+            pacing.next_permitted().unwrap().0 - now
+        })
+        .collect();
+    assert_spread(
+        &waits,
+        Duration::from_millis(200),
+        Duration::from_millis(300),
+    );
+    for _ in 0..40 {
+        pacing.record(Instant::now(), &throttled());
+    }
+    // At d = d_max the top is clipped: no wait exceeds d_max.
+    assert_eq!(
+        pacing.wait_range(),
+        (Duration::from_secs(480), Duration::from_secs(600))
     );
 }
 
