@@ -1,0 +1,57 @@
+//! The transport's own errors: problems with how a client was set up, found before any request.
+//!
+//! Operations never return these; they return [`skysync_model::CloudError`], classified for the session.
+
+use std::path::PathBuf;
+
+/// A client, key or batch could not be set up. Each variant says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The base URL does not parse or is not an `http`/`https` URL without query or fragment.
+    /// Pass something like `https://api.apple-cloudkit.com` or `http://127.0.0.1:8080`.
+    #[error("bad base URL `{url}`: {reason}")]
+    BadBaseUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The server-to-server key is not a P-256 private key in PEM (`EC PRIVATE KEY` or `PRIVATE KEY`)
+    /// or DER form. Create one with `openssl ecparam -name prime256v1 -genkey -noout -out eckey.pem`.
+    #[error("bad server-to-server key: {reason}")]
+    BadKey {
+        /// What is wrong (never the key material itself).
+        reason: String,
+    },
+    /// The key file could not be read; check the path and its permissions.
+    #[error("could not read the key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// A container, token or key id is empty or holds characters a URL or header cannot carry.
+    #[error("bad {what}: {reason}")]
+    BadSetting {
+        /// Which setting.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built (e.g. no TLS roots on this system).
+    #[error("could not build the HTTP client: {0}")]
+    HttpClient(String),
+    /// A batch holds changes for more than one zone; `records/modify` takes one zone per request.
+    /// Split the batch by zone.
+    #[error("a batch for zone `{batch_zone}` holds a change for `{record}` in another zone")]
+    MixedZones {
+        /// The batch's zone.
+        batch_zone: String,
+        /// The record in another zone.
+        record: String,
+    },
+    /// The transport actor could not be started.
+    #[error("could not start the transport actor: {0}")]
+    Spawn(String),
+}
