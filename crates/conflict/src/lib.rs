@@ -2,6 +2,7 @@
 //!
 //! (Being written.)
 
+mod actor;
 mod compare;
 mod error;
 mod merge;
@@ -9,6 +10,7 @@ mod resolution;
 mod resolver;
 mod strategies;
 
+pub use actor::{ConflictActor, ConflictHandle, ConflictMessage, DEFAULT_CALL_TIMEOUT};
 pub use error::ConflictError;
 pub use merge::{Fallback, FieldClash, FieldPick, FieldRule, ThreeWayMerge};
 pub use resolution::{Conflict, ConflictCase, ParkReason, Resolution, rebase_onto, settle};
