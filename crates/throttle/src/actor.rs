@@ -137,17 +137,29 @@ impl ThrottleHandle {
         config: &ThrottleConfig,
         supervisor: ActorCell,
     ) -> Result<(Self, JoinHandle<()>)> {
-        let throttle = Throttle::new(config)?;
-        let (actor, join) = Actor::spawn_linked(
-            None,
-            ThrottleActor::<TokioClock>::default(),
-            throttle,
-            supervisor,
-        )
-        .await
-        .map_err(|err| ThrottleError::Spawn {
-            reason: err.to_string(),
-        })?;
+        Self::spawn_linked_from(Throttle::new(config)?, supervisor).await
+    }
+
+    /// Spawns an unnamed throttle actor that continues from `throttle`, supervised by
+    /// `supervisor`.
+    ///
+    /// A supervisor restarting a throttle that stopped cleanly finds its last [`Throttle`] in
+    /// `SupervisionEvent::ActorTerminated` (take it with
+    /// `BoxedState::take::<Throttle<C>>()`) and hands it back here, so that the delay, the
+    /// server's `retryAfter` deadline and the retry count survive the restart.
+    pub async fn spawn_linked_from<C>(
+        throttle: Throttle<C>,
+        supervisor: ActorCell,
+    ) -> Result<(Self, JoinHandle<()>)>
+    where
+        C: Clock + Send + Sync + 'static,
+    {
+        let (actor, join) =
+            Actor::spawn_linked(None, ThrottleActor::<C>::default(), throttle, supervisor)
+                .await
+                .map_err(|err| ThrottleError::Spawn {
+                    reason: err.to_string(),
+                })?;
         Ok((Self::from_actor(actor), join))
     }
 

@@ -36,6 +36,24 @@
 //! }
 //! # Ok::<(), skysync_throttle::ThrottleError>(())
 //! ```
+//!
+//! As an actor, behind a cloneable handle; the caller sleeps, never the actor:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), skysync_throttle::ThrottleError> {
+//! use std::time::Duration;
+//! use skysync_throttle::{Outcome, ThrottleConfig, ThrottleHandle};
+//!
+//! let (throttle, _join) = ThrottleHandle::spawn(&ThrottleConfig::default()).await?;
+//! throttle.acquire().await?; // the first request goes at once
+//! throttle.report(Outcome::transient(None, "connection reset")).await?;
+//! let waited = throttle.acquire().await?; // sleeps here, in the caller's task
+//! assert!(waited >= Duration::from_millis(400)); // d = 0.5 s, jitter ±20 %
+//! assert_eq!(throttle.diagnostics().await?.failures, 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod actor;
 mod config;

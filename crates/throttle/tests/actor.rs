@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use skysync_throttle::{
-    Outcome, Permit, RetryVerdict, ThrottleConfig, ThrottleError, ThrottleHandle, WaitCause,
+    Outcome, Permit, RetryVerdict, Throttle, ThrottleConfig, ThrottleError, ThrottleHandle,
+    WaitCause,
 };
 use tokio::time::Instant;
 
@@ -237,4 +238,83 @@ async fn acquire_gives_up_when_others_keep_pushing_the_deadline() {
     let result = throttle.acquire_within(3).await;
     assert_eq!(result, Err(ThrottleError::PermitStarved { rounds: 3 }));
     pusher.abort();
+}
+
+/// A minimal supervisor for the test: forwards the state of every child that stopped cleanly.
+struct Watcher;
+
+impl ractor::Actor for Watcher {
+    type Msg = ();
+    type State = tokio::sync::mpsc::UnboundedSender<Option<Throttle>>;
+    type Arguments = tokio::sync::mpsc::UnboundedSender<Option<Throttle>>;
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<()>,
+        sender: Self::Arguments,
+    ) -> Result<Self::State, ractor::ActorProcessingErr> {
+        Ok(sender)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ractor::ActorRef<()>,
+        event: ractor::SupervisionEvent,
+        sender: &mut Self::State,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        match event {
+            ractor::SupervisionEvent::ActorTerminated(_, Some(mut state), _) => {
+                let _ = sender.send(state.take::<Throttle>().ok());
+            }
+            ractor::SupervisionEvent::ActorTerminated(_, None, _)
+            | ractor::SupervisionEvent::ActorFailed(..) => {
+                let _ = sender.send(None);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_can_restart_the_throttle_from_its_last_state() {
+    let (sender, mut stopped) = tokio::sync::mpsc::unbounded_channel();
+    let (watcher, watcher_join) = ractor::Actor::spawn(None, Watcher, sender).await.unwrap();
+
+    let (throttle, join) = ThrottleHandle::spawn_linked(&config(8), watcher.get_cell())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    throttle
+        .report(Outcome::throttled(
+            Some(Duration::from_secs(60)),
+            "THROTTLED (429)",
+        ))
+        .await
+        .unwrap();
+    throttle.stop();
+    join.await.unwrap();
+
+    let last = stopped
+        .recv()
+        .await
+        .unwrap()
+        .expect("the throttle's last state");
+    assert_eq!(last.delay(), Duration::from_millis(500));
+    let (restarted, _join) = ThrottleHandle::spawn_linked_from(last, watcher.get_cell())
+        .await
+        .unwrap();
+    // The server's deadline survived the restart.
+    match restarted.permit().await.unwrap() {
+        Permit::Wait { until, cause } => {
+            assert_eq!(cause, WaitCause::RetryAfter);
+            assert!(until >= start + Duration::from_secs(60));
+        }
+        Permit::Granted => panic!("the restart forgot the retryAfter deadline"),
+    }
+    assert_eq!(restarted.diagnostics().await.unwrap().failures, 1);
+
+    restarted.stop();
+    watcher.stop(None);
+    watcher_join.await.unwrap();
 }
