@@ -64,6 +64,41 @@ impl Default for ServerConfig {
     }
 }
 
+fn invalid(field: &'static str, problem: String) -> ThrottleError {
+    ThrottleError::InvalidConfig { field, problem }
+}
+
+impl ServerConfig {
+    /// Checks the server settings; the error names the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return Err(invalid(
+                "rate",
+                format!("is {}; it must be a number above zero", self.rate),
+            ));
+        }
+        if self.burst == 0 {
+            return Err(invalid("burst", "is zero; it must be at least 1".into()));
+        }
+        if self.latency.is_zero() {
+            return Err(invalid(
+                "latency",
+                "is zero; it must be above zero so that time moves with every request".into(),
+            ));
+        }
+        if self.lockout.is_zero() || self.max_lockout < self.lockout {
+            return Err(invalid(
+                "lockout",
+                format!(
+                    "({:?}) must be above zero and at most max_lockout ({:?})",
+                    self.lockout, self.max_lockout
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One simulation run: the server, the amount of work, the seed and a safety bound.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -97,33 +132,7 @@ impl SimConfig {
 
     /// Checks the configuration; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
-        let invalid =
-            |field: &'static str, problem: String| ThrottleError::InvalidConfig { field, problem };
-        let server = &self.server;
-        if !(server.rate.is_finite() && server.rate > 0.0) {
-            return Err(invalid(
-                "rate",
-                format!("is {}; it must be a number above zero", server.rate),
-            ));
-        }
-        if server.burst == 0 {
-            return Err(invalid("burst", "is zero; it must be at least 1".into()));
-        }
-        if server.latency.is_zero() {
-            return Err(invalid(
-                "latency",
-                "is zero; it must be above zero so that time moves with every request".into(),
-            ));
-        }
-        if server.lockout.is_zero() || server.max_lockout < server.lockout {
-            return Err(invalid(
-                "lockout",
-                format!(
-                    "({:?}) must be above zero and at most max_lockout ({:?})",
-                    server.lockout, server.max_lockout
-                ),
-            ));
-        }
+        self.server.validate()?;
         if self.work == 0 {
             return Err(invalid("work", "is zero; it must be at least 1".into()));
         }
@@ -176,13 +185,7 @@ fn whole_seconds_at_least_one(secs: f64) -> Duration {
 impl SimServer {
     /// A server with a full bucket at time zero.
     pub fn new(config: &ServerConfig) -> Result<Self> {
-        SimConfig {
-            server: config.clone(),
-            work: 1,
-            seed: 0,
-            max_requests: 1,
-        }
-        .validate()?;
+        config.validate()?;
         Ok(Self {
             config: config.clone(),
             tokens: f64::from(config.burst),
@@ -260,6 +263,11 @@ pub trait ClientPolicy {
 
 /// skysync's own throttle: the pacing controller plus the governor quota, both on the
 /// simulation's virtual time.
+///
+/// When the server sustains less than the floor pace (`1/d_min`, 4 requests per second by
+/// default), the ×2-on-failure / ×2/3-on-success rule settles where failures are
+/// `ln 1.5 / ln 3 ≈ 37 %` of requests: the controller keeps probing for capacity. The server's
+/// `retryAfter` deadlines keep that probing from ever earning a lock-out.
 #[derive(Debug)]
 pub struct SkysyncPolicy {
     throttle: Throttle<FakeRelativeClock>,
