@@ -1,0 +1,557 @@
+//! The store actor and its handle: the local mirror as the app and the session use it.
+
+use crate::error::StoreError;
+use crate::file::StoreFile;
+use crate::mirror::Mirror;
+use crate::types::{
+    CommitReceipt, ConfirmOutcome, ConfirmedChange, FetchOutcome, FetchedPage, LocalChange,
+    RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, ZoneRemoval, ZoneReset,
+};
+use crate::writer::{TypedJob, WriteJob, Writer};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, call_t};
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use skysync_model::{ChangeToken, Record, RecordId, ZoneId};
+use skysync_queue::{ChangeSeq, OutboxEntry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How the store behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// How long a handle waits for an answer before giving up with [`StoreError::TimedOut`]. A save
+    /// waits for its durable commit, so leave room for a slow disk.
+    pub call_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Reply<T> = RpcReplyPort<Result<T, StoreError>>;
+
+/// The messages the store actor handles: its whole interface. [`StoreHandle`] builds them.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// Save one record locally and queue it.
+    Save {
+        /// The latest local copy.
+        record: Record,
+        /// Its outbox version, once durable.
+        reply: Reply<ChangeSeq>,
+    },
+    /// Delete one record locally and queue the delete.
+    Delete {
+        /// The record.
+        id: RecordId,
+        /// The delete's outbox version, once durable.
+        reply: Reply<ChangeSeq>,
+    },
+    /// Commit several local changes in one transaction.
+    Commit {
+        /// The changes, in order.
+        changes: Vec<LocalChange>,
+        /// Their outbox versions, once durable.
+        reply: Reply<CommitReceipt>,
+    },
+    /// Apply a fetched page and advance its zone's token.
+    ApplyFetched {
+        /// The page.
+        page: FetchedPage,
+        /// What was applied.
+        reply: Reply<FetchOutcome>,
+    },
+    /// Record confirmed changes and acknowledge them in the outbox.
+    ConfirmSent {
+        /// What the server confirmed.
+        confirmed: Vec<ConfirmedChange>,
+        /// What was acknowledged.
+        reply: Reply<ConfirmOutcome>,
+    },
+    /// Commit a conflict's resolution and queue it first.
+    CommitResolved {
+        /// The resolution (boxed: it holds two records).
+        resolved: Box<ResolvedConflict>,
+        /// What happened.
+        reply: Reply<ResolveOutcome>,
+    },
+    /// Forget a zone's change token.
+    ForgetToken {
+        /// The zone.
+        zone: ZoneId,
+        /// Whether there was one.
+        reply: Reply<bool>,
+    },
+    /// Forget a zone's change tags and token and queue its records again.
+    ResetZone {
+        /// The zone.
+        zone: ZoneId,
+        /// What was reset.
+        reply: Reply<ZoneReset>,
+    },
+    /// Remove all of a zone's data.
+    RemoveZone {
+        /// The zone.
+        zone: ZoneId,
+        /// What was removed.
+        reply: Reply<ZoneRemoval>,
+    },
+    /// Read one record.
+    Record {
+        /// The record.
+        id: RecordId,
+        /// Its local copy, if it exists.
+        reply: Reply<Option<Record>>,
+    },
+    /// Read one record's merge base.
+    MergeBase {
+        /// The record.
+        id: RecordId,
+        /// The last known server copy.
+        reply: Reply<Option<Record>>,
+    },
+    /// Read one record's tombstone.
+    Tombstone {
+        /// The record.
+        id: RecordId,
+        /// Its tombstone, if kept.
+        reply: Reply<Option<Tombstone>>,
+    },
+    /// Read one record's outbox entry.
+    PendingChange {
+        /// The record.
+        id: RecordId,
+        /// Its pending or parked change.
+        reply: Reply<Option<OutboxEntry>>,
+    },
+    /// Read a zone's change token.
+    ChangeToken {
+        /// The zone.
+        zone: ZoneId,
+        /// Its token, if fetched before.
+        reply: Reply<Option<ChangeToken>>,
+    },
+    /// Read a page of records of one type.
+    RecordsOfType {
+        /// The record type.
+        record_type: String,
+        /// Start after this record.
+        after: Option<RecordId>,
+        /// At most this many.
+        limit: usize,
+        /// The page.
+        reply: Reply<RecordPage>,
+    },
+    /// Read a page of records of one zone.
+    RecordsInZone {
+        /// The zone.
+        zone: ZoneId,
+        /// Start after this record.
+        after: Option<RecordId>,
+        /// At most this many.
+        limit: usize,
+        /// The page.
+        reply: Reply<RecordPage>,
+    },
+    /// Count the records holding a change tag.
+    TaggedCount {
+        /// The count.
+        reply: Reply<u64>,
+    },
+}
+
+/// The store actor. Writes go to its writer thread (group commit); reads run one at a time on a
+/// blocking thread against a read snapshot. The actor itself never touches the disk.
+#[derive(Debug, Default)]
+pub struct StoreActor;
+
+/// The store actor's state: the open file and its writer thread.
+#[derive(Debug)]
+pub struct StoreState {
+    db: Arc<Database>,
+    mirror: Mirror,
+    writer: Option<Writer>,
+}
+
+impl StoreState {
+    fn write<T, F>(&self, op: F, reply: Reply<T>)
+    where
+        T: Send + 'static,
+        F: FnMut(&Mirror, &WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let job: Box<dyn WriteJob> = TypedJob::boxed(op, reply);
+        match &self.writer {
+            Some(writer) => writer.submit(job),
+            None => job.finish(Err(StoreError::Stopped {
+                operation: "write",
+                detail: "the store is stopping".into(),
+            })),
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        reply: Reply<T>,
+        f: impl FnOnce(&Mirror, &ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) {
+        let db = Arc::clone(&self.db);
+        let mirror = self.mirror.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let txn = db
+                .begin_read()
+                .map_err(|e| mirror.storage_error(e.into()))?;
+            f(&mirror, &txn)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Stopped {
+                operation: "read",
+                detail: e.to_string(),
+            })
+        });
+        // A caller that gave up waiting has dropped its port.
+        let _ = reply.send(result);
+    }
+}
+
+impl Actor for StoreActor {
+    type Msg = StoreMsg;
+    type State = StoreState;
+    type Arguments = StoreFile;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        file: StoreFile,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let db = Arc::clone(file.database());
+        let mirror = file.mirror().clone();
+        let writer = Writer::start(Arc::clone(&db), mirror.clone())?;
+        Ok(StoreState {
+            db,
+            mirror,
+            writer: Some(writer),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let writer = state.writer.take();
+        // Finishing queued commits, joining the thread and closing the file are blocking.
+        let db = Arc::clone(&state.db);
+        tokio::task::spawn_blocking(move || {
+            if let Some(writer) = writer {
+                writer.shutdown();
+            }
+            drop(db);
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StoreMsg::Save { record, reply } => {
+                state.write(move |m, txn| m.save(txn, &record), reply);
+            }
+            StoreMsg::Delete { id, reply } => {
+                state.write(move |m, txn| m.delete(txn, &id), reply);
+            }
+            StoreMsg::Commit { changes, reply } => {
+                state.write(move |m, txn| m.commit_local(txn, &changes), reply);
+            }
+            StoreMsg::ApplyFetched { page, reply } => {
+                state.write(move |m, txn| m.apply_fetched(txn, &page), reply);
+            }
+            StoreMsg::ConfirmSent { confirmed, reply } => {
+                state.write(move |m, txn| m.confirm_sent(txn, &confirmed), reply);
+            }
+            StoreMsg::CommitResolved { resolved, reply } => {
+                state.write(move |m, txn| m.commit_resolved(txn, &resolved), reply);
+            }
+            StoreMsg::ForgetToken { zone, reply } => {
+                state.write(move |m, txn| m.forget_token(txn, &zone), reply);
+            }
+            StoreMsg::ResetZone { zone, reply } => {
+                state.write(move |m, txn| m.reset_zone(txn, &zone), reply);
+            }
+            StoreMsg::RemoveZone { zone, reply } => {
+                state.write(move |m, txn| m.remove_zone(txn, &zone), reply);
+            }
+            StoreMsg::Record { id, reply } => {
+                state.read(reply, move |m, txn| m.record(txn, &id)).await;
+            }
+            StoreMsg::MergeBase { id, reply } => {
+                state
+                    .read(reply, move |m, txn| m.merge_base(txn, &id))
+                    .await;
+            }
+            StoreMsg::Tombstone { id, reply } => {
+                state.read(reply, move |m, txn| m.tombstone(txn, &id)).await;
+            }
+            StoreMsg::PendingChange { id, reply } => {
+                state
+                    .read(reply, move |m, txn| Ok(m.outbox().entry(txn, &id)?))
+                    .await;
+            }
+            StoreMsg::ChangeToken { zone, reply } => {
+                state
+                    .read(reply, move |m, txn| m.change_token(txn, &zone))
+                    .await;
+            }
+            StoreMsg::RecordsOfType {
+                record_type,
+                after,
+                limit,
+                reply,
+            } => {
+                state
+                    .read(reply, move |m, txn| {
+                        m.records_of_type(txn, &record_type, after.as_ref(), limit)
+                    })
+                    .await;
+            }
+            StoreMsg::RecordsInZone {
+                zone,
+                after,
+                limit,
+                reply,
+            } => {
+                state
+                    .read(reply, move |m, txn| {
+                        m.records_in_zone(txn, &zone, after.as_ref(), limit)
+                    })
+                    .await;
+            }
+            StoreMsg::TaggedCount { reply } => {
+                state.read(reply, |m, txn| m.tagged_count(txn)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A cloneable handle to a running store actor, with one typed async method per message.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    actor: ActorRef<StoreMsg>,
+    config: StoreConfig,
+}
+
+impl StoreHandle {
+    /// Starts an unnamed store actor (and its writer thread) over an open file. Returns the handle
+    /// and the actor's join handle.
+    pub async fn spawn(
+        file: StoreFile,
+        config: StoreConfig,
+    ) -> Result<(StoreHandle, JoinHandle<()>), StoreError> {
+        let (actor, join) =
+            Actor::spawn(None, StoreActor, file)
+                .await
+                .map_err(|e| StoreError::Stopped {
+                    operation: "spawn",
+                    detail: e.to_string(),
+                })?;
+        Ok((StoreHandle { actor, config }, join))
+    }
+
+    /// A handle to an already running store actor (one a supervisor spawned).
+    pub fn from_actor(actor: ActorRef<StoreMsg>, config: StoreConfig) -> Self {
+        Self { actor, config }
+    }
+
+    /// The actor behind this handle.
+    pub fn actor(&self) -> &ActorRef<StoreMsg> {
+        &self.actor
+    }
+
+    /// Saves a record locally and queues it to be sent, in one transaction; returns once both are
+    /// durable on disk. The store sets the record's system fields to the latest it knows. Concurrent
+    /// saves share commits.
+    pub async fn save(&self, record: Record) -> Result<ChangeSeq, StoreError> {
+        self.call("save", |reply| StoreMsg::Save { record, reply })
+            .await
+    }
+
+    /// Deletes a record locally (leaving a tombstone) and queues the delete, in one transaction;
+    /// returns once durable.
+    pub async fn delete(&self, id: RecordId) -> Result<ChangeSeq, StoreError> {
+        self.call("delete", |reply| StoreMsg::Delete { id, reply })
+            .await
+    }
+
+    /// Commits several local changes, in order, in one transaction; returns once durable.
+    pub async fn commit(&self, changes: Vec<LocalChange>) -> Result<CommitReceipt, StoreError> {
+        self.call("commit", |reply| StoreMsg::Commit { changes, reply })
+            .await
+    }
+
+    /// Applies a fetched page and advances its zone's token in one transaction. See
+    /// [`Mirror::apply_fetched`].
+    pub async fn apply_fetched(&self, page: FetchedPage) -> Result<FetchOutcome, StoreError> {
+        self.call("apply_fetched", |reply| StoreMsg::ApplyFetched {
+            page,
+            reply,
+        })
+        .await
+    }
+
+    /// Records what the server confirmed and acknowledges it in the outbox, in one transaction. See
+    /// [`Mirror::confirm_sent`].
+    pub async fn confirm_sent(
+        &self,
+        confirmed: Vec<ConfirmedChange>,
+    ) -> Result<ConfirmOutcome, StoreError> {
+        self.call("confirm_sent", |reply| StoreMsg::ConfirmSent {
+            confirmed,
+            reply,
+        })
+        .await
+    }
+
+    /// Commits a conflict's resolution and queues it at the front. See [`Mirror::commit_resolved`].
+    pub async fn commit_resolved(
+        &self,
+        resolved: ResolvedConflict,
+    ) -> Result<ResolveOutcome, StoreError> {
+        self.call("commit_resolved", |reply| StoreMsg::CommitResolved {
+            resolved: Box::new(resolved),
+            reply,
+        })
+        .await
+    }
+
+    /// Forgets a zone's change token (it expired). Returns whether there was one.
+    pub async fn forget_token(&self, zone: ZoneId) -> Result<bool, StoreError> {
+        self.call("forget_token", |reply| StoreMsg::ForgetToken {
+            zone,
+            reply,
+        })
+        .await
+    }
+
+    /// Resets a zone the server no longer has. See [`Mirror::reset_zone`].
+    pub async fn reset_zone(&self, zone: ZoneId) -> Result<ZoneReset, StoreError> {
+        self.call("reset_zone", |reply| StoreMsg::ResetZone { zone, reply })
+            .await
+    }
+
+    /// Removes all of a zone's data, including its pending changes.
+    pub async fn remove_zone(&self, zone: ZoneId) -> Result<ZoneRemoval, StoreError> {
+        self.call("remove_zone", |reply| StoreMsg::RemoveZone { zone, reply })
+            .await
+    }
+
+    /// The local copy of a record, if it exists.
+    pub async fn record(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
+        self.call("record", |reply| StoreMsg::Record { id, reply })
+            .await
+    }
+
+    /// The last known server copy of a record (its merge base).
+    pub async fn merge_base(&self, id: RecordId) -> Result<Option<Record>, StoreError> {
+        self.call("merge_base", |reply| StoreMsg::MergeBase { id, reply })
+            .await
+    }
+
+    /// The tombstone of a record deleted locally, while it is kept.
+    pub async fn tombstone(&self, id: RecordId) -> Result<Option<Tombstone>, StoreError> {
+        self.call("tombstone", |reply| StoreMsg::Tombstone { id, reply })
+            .await
+    }
+
+    /// The record's pending or parked change in the outbox, if any.
+    pub async fn pending_change(&self, id: RecordId) -> Result<Option<OutboxEntry>, StoreError> {
+        self.call("pending_change", |reply| StoreMsg::PendingChange {
+            id,
+            reply,
+        })
+        .await
+    }
+
+    /// A zone's change token, if it was fetched before.
+    pub async fn change_token(&self, zone: ZoneId) -> Result<Option<ChangeToken>, StoreError> {
+        self.call("change_token", |reply| StoreMsg::ChangeToken {
+            zone,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `limit` records of a type, after `after` (exclusive); pass the page's `next` to go on.
+    pub async fn records_of_type(
+        &self,
+        record_type: impl Into<String>,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> Result<RecordPage, StoreError> {
+        let record_type = record_type.into();
+        self.call("records_of_type", |reply| StoreMsg::RecordsOfType {
+            record_type,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `limit` records of a zone, after `after` (exclusive); pass the page's `next` to go on.
+    pub async fn records_in_zone(
+        &self,
+        zone: ZoneId,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> Result<RecordPage, StoreError> {
+        self.call("records_in_zone", |reply| StoreMsg::RecordsInZone {
+            zone,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// How many records hold a change tag.
+    pub async fn tagged_count(&self) -> Result<u64, StoreError> {
+        self.call("tagged_count", |reply| StoreMsg::TaggedCount { reply })
+            .await
+    }
+
+    /// Stops the actor, waits for queued commits to finish and releases the file.
+    pub async fn stop(&self) {
+        // An error means the actor is already gone, which is what was asked for.
+        let _ = self
+            .actor
+            .stop_and_wait(None, Some(self.config.call_timeout))
+            .await;
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        make: impl FnOnce(Reply<T>) -> StoreMsg,
+    ) -> Result<T, StoreError> {
+        let timeout = self.config.call_timeout;
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        match call_t!(self.actor, make, millis) {
+            Ok(result) => result,
+            Err(ractor::RactorErr::Timeout) => Err(StoreError::TimedOut { operation, timeout }),
+            Err(e) => Err(StoreError::Stopped {
+                operation,
+                detail: e.to_string(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Opening the database file: one redb file per engine, shared by the store and the queue.
+
+use crate::error::StoreError;
+use crate::mirror::{Mirror, storage_error};
+use redb::{Database, Durability};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An open skysync database file: the redb [`Database`] (shared by the store and the queue actors)
+/// and the [`Mirror`] of its tables. Cloning shares the same open file.
+#[derive(Clone, Debug)]
+pub struct StoreFile {
+    db: Arc<Database>,
+    mirror: Mirror,
+}
+
+impl StoreFile {
+    /// Opens the file at `path`, creating it if missing; checks its format version and creates any
+    /// missing tables (the store's and the outbox's) in one durable commit.
+    ///
+    /// Blocking (file I/O, a repair after a crash): call it from a blocking thread, or use
+    /// [`StoreFile::open_async`]. A file that is not a skysync store, is damaged, or has a newer
+    /// format is a typed error naming the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<StoreFile, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let db = Database::create(&path).map_err(|e| open_error(&path, e.into()))?;
+        let mirror = Mirror::new(path);
+        let mut txn = db
+            .begin_write()
+            .map_err(|e| mirror.storage_error(e.into()))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| mirror.storage_error(e.into()))?;
+        if let Err(e) = mirror.create_tables(&txn) {
+            // Refused: nothing may be written to a file we do not understand.
+            let _ = txn.abort();
+            return Err(e);
+        }
+        txn.commit().map_err(|e| mirror.storage_error(e.into()))?;
+        Ok(StoreFile {
+            db: Arc::new(db),
+            mirror,
+        })
+    }
+
+    /// [`StoreFile::open`] on a blocking thread.
+    pub async fn open_async(path: impl Into<PathBuf>) -> Result<StoreFile, StoreError> {
+        let path = path.into();
+        tokio::task::spawn_blocking(move || StoreFile::open(path))
+            .await
+            .map_err(|e| StoreError::Stopped {
+                operation: "open",
+                detail: e.to_string(),
+            })?
+    }
+
+    /// The redb database, to hand to the queue actor (or to read with [`Mirror`] in a transaction).
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The functions over this file's tables.
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.mirror.file()
+    }
+}
+
+/// Errors while opening: anything that says the bytes are not a redb file is corruption.
+fn open_error(path: &Path, error: redb::Error) -> StoreError {
+    match error {
+        redb::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Corrupt {
+                file: path.to_path_buf(),
+                table: "(file)",
+                detail: io.to_string(),
+            }
+        }
+        redb::Error::UpgradeRequired(version) => StoreError::Corrupt {
+            file: path.to_path_buf(),
+            table: "(file)",
+            detail: format!("redb file format {version} needs an upgrade this build cannot do"),
+        },
+        other => storage_error(path, other),
+    }
+}

@@ -1,0 +1,916 @@
+//! The store's tables and the functions over a redb transaction that read and change them.
+//!
+//! Every writing function takes the caller's write transaction and calls the outbox's functions in
+//! that same transaction, so a record and its outbox entry (invariant 1), a fetched page and its
+//! token (invariant 2), a confirmation and its acknowledgement commit together. Nothing here commits.
+//!
+//! Layout (keys from [`skysync_queue::keys`], values through [`skysync_model::codec`]):
+//! - `skysync.meta`: the store format version.
+//! - `skysync.records`: record key → the local copy (with the latest known system fields).
+//! - `skysync.records_by_type`: (record type, record id) → nothing: the index for reads by type.
+//! - `skysync.tagged`: record key → nothing, for every local record holding a change tag.
+//! - `skysync.merge_bases`: record key → the last known server copy.
+//! - `skysync.tombstones`: record key → [`Tombstone`] of a record deleted locally.
+//! - `skysync.zone_tokens`: zone key → the zone's [`ChangeToken`].
+//!
+//! A record key is in `records` or in `tombstones`, never both.
+
+use crate::error::StoreError;
+use crate::types::{
+    CommitReceipt, ConfirmOutcome, ConfirmedChange, FetchOutcome, FetchedPage, LocalChange,
+    RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, TombstoneState, ZoneRemoval,
+    ZoneReset,
+};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use skysync_model::{ChangeToken, PendingChange, Record, RecordId, ZoneId, codec};
+use skysync_queue::{ChangeSeq, Outbox, TxnRead, keys};
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The store format this build writes and reads.
+pub const STORE_FORMAT_VERSION: u64 = 1;
+
+const META_NAME: &str = "skysync.meta";
+const RECORDS_NAME: &str = "skysync.records";
+const BY_TYPE_NAME: &str = "skysync.records_by_type";
+const TAGGED_NAME: &str = "skysync.tagged";
+const BASES_NAME: &str = "skysync.merge_bases";
+const TOMBSTONES_NAME: &str = "skysync.tombstones";
+const TOKENS_NAME: &str = "skysync.zone_tokens";
+
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new(META_NAME);
+const RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(RECORDS_NAME);
+const BY_TYPE: TableDefinition<'static, &[u8], ()> = TableDefinition::new(BY_TYPE_NAME);
+const TAGGED: TableDefinition<'static, &[u8], ()> = TableDefinition::new(TAGGED_NAME);
+const BASES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(BASES_NAME);
+const TOMBSTONES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(TOMBSTONES_NAME);
+const TOKENS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(TOKENS_NAME);
+
+const FORMAT_KEY: &str = "format_version";
+
+/// The local mirror of one database file: the functions over a transaction that keep records, merge
+/// bases, tombstones and change tokens, together with the file's [`Outbox`].
+///
+/// It holds only the file's path, for error messages; clone it freely.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    file: Arc<Path>,
+    outbox: Outbox,
+}
+
+impl Mirror {
+    /// The mirror of the database file at `file` (used only to name the file in errors).
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        let file: PathBuf = file.into();
+        Self {
+            outbox: Outbox::new(file.clone()),
+            file: Arc::from(file),
+        }
+    }
+
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The outbox in the same file.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Creates the store's and the outbox's tables if missing and records the format version;
+    /// refuses a file of a newer format. Safe on every open.
+    pub fn create_tables(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        {
+            let mut meta = self.st(txn.open_table(META))?;
+            let found = self.st(meta.get(FORMAT_KEY))?.map(|g| g.value());
+            match found {
+                None => {
+                    self.st(meta.insert(FORMAT_KEY, STORE_FORMAT_VERSION))?;
+                }
+                Some(found) if found > STORE_FORMAT_VERSION => {
+                    return Err(StoreError::NewerFormat {
+                        file: self.file.to_path_buf(),
+                        found,
+                        supported: STORE_FORMAT_VERSION,
+                    });
+                }
+                Some(0) => {
+                    return Err(self.corrupt(META_NAME, "format version 0 was never written"));
+                }
+                Some(_) => {}
+            }
+        }
+        self.st(txn.open_table(RECORDS))?;
+        self.st(txn.open_table(BY_TYPE))?;
+        self.st(txn.open_table(TAGGED))?;
+        self.st(txn.open_table(BASES))?;
+        self.st(txn.open_table(TOMBSTONES))?;
+        self.st(txn.open_table(TOKENS))?;
+        self.outbox.create_tables(txn)?;
+        Ok(())
+    }
+
+    // ----- local commits -----
+
+    /// Commits local changes in order: each record (or tombstone) with its outbox entry, in the
+    /// caller's transaction. A save takes the latest change tag the store knows for the record; a
+    /// delete leaves a tombstone.
+    pub fn commit_local(
+        &self,
+        txn: &WriteTransaction,
+        changes: &[LocalChange],
+    ) -> Result<CommitReceipt, StoreError> {
+        for change in changes {
+            if let LocalChange::Save(record) = change {
+                validate_record(record)?;
+            } else {
+                validate_id(change.record_id())?;
+            }
+        }
+        let mut seqs = Vec::with_capacity(changes.len());
+        for change in changes {
+            let seq = match change {
+                LocalChange::Save(record) => self.save(txn, record)?,
+                LocalChange::Delete(id) => self.delete(txn, id)?,
+            };
+            seqs.push(seq);
+        }
+        Ok(CommitReceipt { seqs })
+    }
+
+    /// Saves one record locally and queues it; see [`Mirror::commit_local`].
+    pub fn save(&self, txn: &WriteTransaction, record: &Record) -> Result<ChangeSeq, StoreError> {
+        validate_record(record)?;
+        let key = self.record_key(&record.id)?;
+        let old = self.get_record(txn, &key)?;
+        let system = match &old {
+            Some(old) => old.system.clone(),
+            None => self.take_tombstone(txn, &key)?.and_then(|t| t.system),
+        };
+        let mut local = record.clone();
+        local.system = system;
+        self.put_record(txn, &key, &local, old.as_ref())?;
+        Ok(self.outbox.enqueue(txn, PendingChange::Save(local))?)
+    }
+
+    /// Deletes one record locally, leaving a tombstone, and queues the delete.
+    pub fn delete(&self, txn: &WriteTransaction, id: &RecordId) -> Result<ChangeSeq, StoreError> {
+        validate_id(id)?;
+        let key = self.record_key(id)?;
+        let old = self.remove_record(txn, &key)?;
+        let prior = self.get_tombstone(txn, &key)?;
+        let (record_type, system) = match (old, prior) {
+            (Some(old), _) => (Some(old.record_type), old.system),
+            (None, Some(prior)) => (prior.record_type, prior.system),
+            (None, None) => (None, None),
+        };
+        let change_tag = system.as_ref().map(|s| s.change_tag.clone());
+        let tombstone = Tombstone {
+            id: id.clone(),
+            record_type,
+            system,
+            state: TombstoneState::DeletePending,
+        };
+        self.put_tombstone(txn, &key, &tombstone)?;
+        Ok(self.outbox.enqueue(
+            txn,
+            PendingChange::Delete {
+                id: id.clone(),
+                change_tag,
+            },
+        )?)
+    }
+
+    // ----- fetched pages -----
+
+    /// Applies one fetched page and stores the zone's new token, in the caller's transaction.
+    ///
+    /// A record with a pending (or parked) local change is not overwritten: the server copy becomes
+    /// its merge base and, if the server changed it, it is reported as a conflict. A record deleted
+    /// locally is not brought back. A confirmed tombstone of the zone is dropped once a page that
+    /// does not hold the record alive passes it. Applying the same page twice leaves the same state.
+    pub fn apply_fetched(
+        &self,
+        txn: &WriteTransaction,
+        page: &FetchedPage,
+    ) -> Result<FetchOutcome, StoreError> {
+        let mut outcome = FetchOutcome::default();
+        let mut alive: HashSet<Vec<u8>> = HashSet::new();
+        let mut deletions: Vec<RecordId> = page.deleted.clone();
+        for server in &page.changed {
+            if server.id.zone != page.zone {
+                return Err(
+                    self.invalid_page(page, format!("record {} is in another zone", server.id))
+                );
+            }
+            let Some(system) = &server.system else {
+                return Err(self.invalid_page(
+                    page,
+                    format!("server copy of {} has no system fields", server.id),
+                ));
+            };
+            if system.deleted {
+                deletions.push(server.id.clone());
+                continue;
+            }
+            let key = self.record_key(&server.id)?;
+            alive.insert(key.clone());
+            if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
+                // Invariant 5: the delete wins. Keep the newest tag for the delete still to be sent.
+                tombstone.system = Some(system.clone());
+                self.put_tombstone(txn, &key, &tombstone)?;
+                if tombstone.state == TombstoneState::DeletePending {
+                    self.outbox.set_change_tag(txn, &server.id, Some(system))?;
+                }
+                outcome.ignored_deleted_locally.push(server.id.clone());
+                continue;
+            }
+            if self.outbox.entry(txn, &server.id)?.is_some() {
+                // Invariant 6: local changes are never overwritten; the server copy is the new base.
+                let local_tag = self
+                    .get_record(txn, &key)?
+                    .and_then(|r| r.system.map(|s| s.change_tag));
+                self.put_value(txn, BASES, &key, server, "a merge base")?;
+                if local_tag.as_ref() != Some(&system.change_tag) {
+                    outcome.conflicts.push(server.id.clone());
+                }
+                continue;
+            }
+            let old = self.get_record(txn, &key)?;
+            self.put_record(txn, &key, server, old.as_ref())?;
+            self.put_value(txn, BASES, &key, server, "a merge base")?;
+            outcome.applied += 1;
+        }
+        for id in &deletions {
+            if id.zone != page.zone {
+                return Err(
+                    self.invalid_page(page, format!("deleted record {id} is in another zone"))
+                );
+            }
+            let key = self.record_key(id)?;
+            if let Some(tombstone) = self.get_tombstone(txn, &key)? {
+                if tombstone.state == TombstoneState::DeleteConfirmed {
+                    self.remove_key(txn, TOMBSTONES, &key)?;
+                    self.remove_key(txn, BASES, &key)?;
+                }
+                continue;
+            }
+            if self.outbox.entry(txn, id)?.is_some() {
+                self.remove_key(txn, BASES, &key)?;
+                outcome.deleted_with_local_changes.push(id.clone());
+                continue;
+            }
+            if self.remove_record(txn, &key)?.is_some() {
+                outcome.removed += 1;
+            }
+            self.remove_key(txn, BASES, &key)?;
+        }
+        // A confirmed delete that this page (fetched after the confirmation) does not contradict has
+        // been passed by a fetch: its tombstone may go.
+        let zone_key = self.zone_key(&page.zone)?;
+        for (key, tombstone) in self.tombstones_with_prefix(txn, &zone_key)? {
+            if tombstone.state == TombstoneState::DeleteConfirmed && !alive.contains(&key) {
+                self.remove_key(txn, TOMBSTONES, &key)?;
+                self.remove_key(txn, BASES, &key)?;
+            }
+        }
+        self.put_value(txn, TOKENS, &zone_key, &page.token, "a change token")?;
+        Ok(outcome)
+    }
+
+    // ----- confirmations -----
+
+    /// Records what the server confirmed and acknowledges those versions in the outbox, in the
+    /// caller's transaction.
+    ///
+    /// A confirmed save stores the new system fields on the local record and the server copy as its
+    /// merge base, except for a record deleted since (it stays deleted; its pending delete takes the
+    /// new tag). A record edited since keeps its newer change pending, now with the new tag. A
+    /// confirmed delete marks the tombstone confirmed.
+    pub fn confirm_sent(
+        &self,
+        txn: &WriteTransaction,
+        confirmed: &[ConfirmedChange],
+    ) -> Result<ConfirmOutcome, StoreError> {
+        for change in confirmed {
+            if let ConfirmedChange::Saved { record, .. } = change
+                && record.system.is_none()
+            {
+                return Err(StoreError::InvalidConfirmation {
+                    id: record.id.clone(),
+                    reason: "the server copy has no system fields",
+                });
+            }
+        }
+        let mut outcome = ConfirmOutcome::default();
+        for change in confirmed {
+            match change {
+                ConfirmedChange::Saved { seq, record } => {
+                    self.confirm_save(txn, *seq, record, &mut outcome)?;
+                }
+                ConfirmedChange::Deleted { seq, id } => {
+                    self.confirm_delete(txn, *seq, id, &mut outcome)?;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn confirm_save(
+        &self,
+        txn: &WriteTransaction,
+        seq: ChangeSeq,
+        server: &Record,
+        outcome: &mut ConfirmOutcome,
+    ) -> Result<(), StoreError> {
+        let id = &server.id;
+        let key = self.record_key(id)?;
+        let system = server.system.as_ref();
+        if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
+            // Invariant 5: deleted since the batch was formed; the confirmation must not bring it back.
+            tombstone.system = server.system.clone();
+            self.put_tombstone(txn, &key, &tombstone)?;
+            if tombstone.state == TombstoneState::DeletePending {
+                self.outbox.set_change_tag(txn, id, system)?;
+            }
+            outcome.still_pending.push(id.clone());
+            return Ok(());
+        }
+        let Some(old) = self.get_record(txn, &key)? else {
+            // The zone's data was removed meanwhile; there is nothing left to update.
+            if self.outbox.ack_change(txn, id, seq)? {
+                outcome.acknowledged.push(id.clone());
+            }
+            return Ok(());
+        };
+        let mut local = old.clone();
+        local.system = server.system.clone();
+        self.put_record(txn, &key, &local, Some(&old))?;
+        self.put_value(txn, BASES, &key, server, "a merge base")?;
+        if self.outbox.ack_change(txn, id, seq)? {
+            outcome.acknowledged.push(id.clone());
+        } else {
+            // Invariant 4: the newer local change goes out with the newest tag.
+            self.outbox.set_change_tag(txn, id, system)?;
+            outcome.still_pending.push(id.clone());
+        }
+        Ok(())
+    }
+
+    fn confirm_delete(
+        &self,
+        txn: &WriteTransaction,
+        seq: ChangeSeq,
+        id: &RecordId,
+        outcome: &mut ConfirmOutcome,
+    ) -> Result<(), StoreError> {
+        let key = self.record_key(id)?;
+        if self.outbox.ack_change(txn, id, seq)? {
+            if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
+                tombstone.state = TombstoneState::DeleteConfirmed;
+                self.put_tombstone(txn, &key, &tombstone)?;
+            }
+            self.remove_key(txn, BASES, &key)?;
+            outcome.acknowledged.push(id.clone());
+            return Ok(());
+        }
+        // Changed locally since (re-created, or deleted again): the server no longer has the record,
+        // so no change tag of it is valid any more.
+        if self.outbox.entry(txn, id)?.is_some() {
+            self.outbox.set_change_tag(txn, id, None)?;
+            outcome.still_pending.push(id.clone());
+        }
+        if let Some(old) = self.get_record(txn, &key)? {
+            let mut local = old.clone();
+            local.system = None;
+            self.put_record(txn, &key, &local, Some(&old))?;
+        }
+        if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
+            tombstone.system = None;
+            self.put_tombstone(txn, &key, &tombstone)?;
+        }
+        self.remove_key(txn, BASES, &key)?;
+        Ok(())
+    }
+
+    /// Commits a conflict's resolution: the resolved record becomes the local copy with the server's
+    /// system fields, the server copy becomes the merge base, and the record's change moves to the
+    /// front of the outbox. Not applied if the app changed or deleted the record since.
+    pub fn commit_resolved(
+        &self,
+        txn: &WriteTransaction,
+        resolved: &ResolvedConflict,
+    ) -> Result<ResolveOutcome, StoreError> {
+        let id = &resolved.server.id;
+        if resolved.record.id != *id {
+            return Err(StoreError::InvalidConfirmation {
+                id: id.clone(),
+                reason: "the resolved record and the server copy are different records",
+            });
+        }
+        let Some(system) = &resolved.server.system else {
+            return Err(StoreError::InvalidConfirmation {
+                id: id.clone(),
+                reason: "the server copy has no system fields",
+            });
+        };
+        validate_record(&resolved.record)?;
+        let key = self.record_key(id)?;
+        self.put_value(txn, BASES, &key, &resolved.server, "a merge base")?;
+        if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
+            tombstone.system = Some(system.clone());
+            self.put_tombstone(txn, &key, &tombstone)?;
+            if tombstone.state == TombstoneState::DeletePending {
+                self.outbox.set_change_tag(txn, id, Some(system))?;
+            }
+            return Ok(ResolveOutcome::DeletedLocally);
+        }
+        let current = self.outbox.entry(txn, id)?.map(|e| e.seq());
+        if current != resolved.local_seq {
+            return Ok(ResolveOutcome::LocalChangedSince);
+        }
+        let old = self.get_record(txn, &key)?;
+        let mut local = resolved.record.clone();
+        local.system = Some(system.clone());
+        self.put_record(txn, &key, &local, old.as_ref())?;
+        let seq = self.outbox.enqueue_front(txn, PendingChange::Save(local))?;
+        Ok(ResolveOutcome::Queued(seq))
+    }
+
+    // ----- zones -----
+
+    /// Forgets a zone's change token (it expired): the next fetch starts from the beginning. Returns
+    /// whether there was one.
+    pub fn forget_token(&self, txn: &WriteTransaction, zone: &ZoneId) -> Result<bool, StoreError> {
+        let key = self.zone_key(zone)?;
+        self.remove_key(txn, TOKENS, &key)
+    }
+
+    /// Resets a zone the server no longer has: forgets its change token and every change tag in it
+    /// (records, merge bases, tombstones, pending changes), and queues every local record of the
+    /// zone without a pending change to be sent again, as a create.
+    pub fn reset_zone(
+        &self,
+        txn: &WriteTransaction,
+        zone: &ZoneId,
+    ) -> Result<ZoneReset, StoreError> {
+        let prefix = self.zone_key(zone)?;
+        self.remove_key(txn, TOKENS, &prefix)?;
+        let mut reset = ZoneReset::default();
+        for (key, record) in self.records_with_prefix(txn, &prefix, None, usize::MAX)? {
+            let mut local = record.clone();
+            local.system = None;
+            self.put_record(txn, &key, &local, Some(&record))?;
+            if self.outbox.entry(txn, &record.id)?.is_none() {
+                self.outbox.enqueue(txn, PendingChange::Save(local))?;
+                reset.requeued += 1;
+            }
+        }
+        for (key, mut tombstone) in self.tombstones_with_prefix(txn, &prefix)? {
+            tombstone.system = None;
+            self.put_tombstone(txn, &key, &tombstone)?;
+        }
+        self.remove_prefix(txn, BASES, &prefix)?;
+        self.outbox.clear_zone_tags(txn, zone)?;
+        Ok(reset)
+    }
+
+    /// Removes all of a zone's data: records, merge bases, tombstones, its token and its pending and
+    /// parked changes.
+    pub fn remove_zone(
+        &self,
+        txn: &WriteTransaction,
+        zone: &ZoneId,
+    ) -> Result<ZoneRemoval, StoreError> {
+        let prefix = self.zone_key(zone)?;
+        let mut removal = ZoneRemoval::default();
+        for (key, _) in self.records_with_prefix(txn, &prefix, None, usize::MAX)? {
+            self.remove_record(txn, &key)?;
+            removal.records += 1;
+        }
+        removal.tombstones = self.remove_prefix(txn, TOMBSTONES, &prefix)?;
+        self.remove_prefix(txn, BASES, &prefix)?;
+        self.remove_key(txn, TOKENS, &prefix)?;
+        removal.changes = self.outbox.remove_zone(txn, zone)?;
+        Ok(removal)
+    }
+
+    // ----- reads -----
+
+    /// The local copy of a record, if it exists (a deleted record does not).
+    pub fn record(&self, txn: &impl TxnRead, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let key = self.record_key(id)?;
+        self.get_record(txn, &key)
+    }
+
+    /// The last known server copy of a record (its merge base), if any.
+    pub fn merge_base(
+        &self,
+        txn: &impl TxnRead,
+        id: &RecordId,
+    ) -> Result<Option<Record>, StoreError> {
+        let key = self.record_key(id)?;
+        self.get_value(txn, BASES, BASES_NAME, &key)
+    }
+
+    /// The tombstone of a record deleted locally, if it is still kept.
+    pub fn tombstone(
+        &self,
+        txn: &impl TxnRead,
+        id: &RecordId,
+    ) -> Result<Option<Tombstone>, StoreError> {
+        let key = self.record_key(id)?;
+        self.get_tombstone(txn, &key)
+    }
+
+    /// A zone's change token, if it was fetched before.
+    pub fn change_token(
+        &self,
+        txn: &impl TxnRead,
+        zone: &ZoneId,
+    ) -> Result<Option<ChangeToken>, StoreError> {
+        let key = self.zone_key(zone)?;
+        self.get_value(txn, TOKENS, TOKENS_NAME, &key)
+    }
+
+    /// Up to `limit` records of a type (at least one), after the record `after` (exclusive), in
+    /// key order.
+    pub fn records_of_type(
+        &self,
+        txn: &impl TxnRead,
+        record_type: &str,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<RecordPage, StoreError> {
+        let limit = limit.max(1);
+        let prefix = self.encode(&record_type, "a record type")?;
+        let start = match after {
+            Some(id) => Bound::Excluded(self.type_key(record_type, id)?),
+            None => Bound::Included(prefix.clone()),
+        };
+        let index = self.st(txn.table(BY_TYPE))?;
+        let mut ids = Vec::new();
+        let mut more = false;
+        let range = self.st(index.range::<&[u8]>((bound_ref(&start), Bound::Unbounded)))?;
+        for item in range {
+            let (key, _) = self.st(item)?;
+            let key = key.value();
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if ids.len() == limit {
+                more = true;
+                break;
+            }
+            let (_, id): (String, RecordId) = self.decode(BY_TYPE_NAME, key)?;
+            ids.push(id);
+        }
+        let mut records = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let key = self.record_key(id)?;
+            match self.get_record(txn, &key)? {
+                Some(record) => records.push(record),
+                None => {
+                    return Err(
+                        self.corrupt(BY_TYPE_NAME, format!("index names missing record {id}"))
+                    );
+                }
+            }
+        }
+        let next = if more { ids.pop() } else { None };
+        Ok(RecordPage { records, next })
+    }
+
+    /// Up to `limit` records of a zone (at least one), after the record `after` (exclusive), in key
+    /// order.
+    pub fn records_in_zone(
+        &self,
+        txn: &impl TxnRead,
+        zone: &ZoneId,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<RecordPage, StoreError> {
+        let limit = limit.max(1);
+        let prefix = self.zone_key(zone)?;
+        let after_key = after.map(|id| self.record_key(id)).transpose()?;
+        let mut found = self.records_with_prefix(txn, &prefix, after_key.as_deref(), limit + 1)?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let records: Vec<Record> = found.into_iter().map(|(_, r)| r).collect();
+        let next = if more {
+            records.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(RecordPage { records, next })
+    }
+
+    /// How many local records hold a change tag (the server has confirmed them at least once).
+    pub fn tagged_count(&self, txn: &impl TxnRead) -> Result<u64, StoreError> {
+        let tagged = self.st(txn.table(TAGGED))?;
+        self.st(tagged.len())
+    }
+
+    // ----- helpers -----
+
+    fn put_record(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+        record: &Record,
+        old: Option<&Record>,
+    ) -> Result<(), StoreError> {
+        self.put_value(txn, RECORDS, key, record, "a record")?;
+        let mut by_type = self.st(txn.open_table(BY_TYPE))?;
+        if let Some(old) = old
+            && old.record_type != record.record_type
+        {
+            let old_key = self.type_key(&old.record_type, &old.id)?;
+            self.st(by_type.remove(old_key.as_slice()))?;
+        }
+        let type_key = self.type_key(&record.record_type, &record.id)?;
+        self.st(by_type.insert(type_key.as_slice(), ()))?;
+        let mut tagged = self.st(txn.open_table(TAGGED))?;
+        if record.system.is_some() {
+            self.st(tagged.insert(key, ()))?;
+        } else {
+            self.st(tagged.remove(key))?;
+        }
+        Ok(())
+    }
+
+    fn remove_record(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(old) = self.get_record(txn, key)? else {
+            return Ok(None);
+        };
+        self.remove_key(txn, RECORDS, key)?;
+        let type_key = self.type_key(&old.record_type, &old.id)?;
+        let mut by_type = self.st(txn.open_table(BY_TYPE))?;
+        self.st(by_type.remove(type_key.as_slice()))?;
+        let mut tagged = self.st(txn.open_table(TAGGED))?;
+        self.st(tagged.remove(key))?;
+        Ok(Some(old))
+    }
+
+    fn get_record(&self, txn: &impl TxnRead, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        self.get_value(txn, RECORDS, RECORDS_NAME, key)
+    }
+
+    fn get_tombstone(
+        &self,
+        txn: &impl TxnRead,
+        key: &[u8],
+    ) -> Result<Option<Tombstone>, StoreError> {
+        self.get_value(txn, TOMBSTONES, TOMBSTONES_NAME, key)
+    }
+
+    fn put_tombstone(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+        tombstone: &Tombstone,
+    ) -> Result<(), StoreError> {
+        self.put_value(txn, TOMBSTONES, key, tombstone, "a tombstone")
+    }
+
+    fn take_tombstone(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+    ) -> Result<Option<Tombstone>, StoreError> {
+        let found = self.get_tombstone(txn, key)?;
+        if found.is_some() {
+            self.remove_key(txn, TOMBSTONES, key)?;
+        }
+        Ok(found)
+    }
+
+    fn records_with_prefix(
+        &self,
+        txn: &impl TxnRead,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        let table = self.st(txn.table(RECORDS))?;
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        for item in self.st(table.range::<&[u8]>((start, Bound::Unbounded)))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = self.st(item)?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), self.decode(RECORDS_NAME, value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn tombstones_with_prefix(
+        &self,
+        txn: &impl TxnRead,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Tombstone)>, StoreError> {
+        let table = self.st(txn.table(TOMBSTONES))?;
+        let mut out = Vec::new();
+        for item in self.st(table.range::<&[u8]>(prefix..))? {
+            let (key, value) = self.st(item)?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), self.decode(TOMBSTONES_NAME, value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn remove_prefix(
+        &self,
+        txn: &WriteTransaction,
+        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        prefix: &[u8],
+    ) -> Result<usize, StoreError> {
+        let mut table = self.st(txn.open_table(definition))?;
+        let mut keys = Vec::new();
+        for item in self.st(table.range::<&[u8]>(prefix..))? {
+            let (key, _) = self.st(item)?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            keys.push(key.to_vec());
+        }
+        for key in &keys {
+            self.st(table.remove(key.as_slice()))?;
+        }
+        Ok(keys.len())
+    }
+
+    fn get_value<T: DeserializeOwned>(
+        &self,
+        txn: &impl TxnRead,
+        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let table = self.st(txn.table(definition))?;
+        match self.st(table.get(key))? {
+            Some(value) => Ok(Some(self.decode(name, value.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_value<T: Serialize>(
+        &self,
+        txn: &WriteTransaction,
+        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        key: &[u8],
+        value: &T,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let bytes = self.encode(value, what)?;
+        let mut table = self.st(txn.open_table(definition))?;
+        self.st(table.insert(key, bytes.as_slice()))?;
+        Ok(())
+    }
+
+    fn remove_key(
+        &self,
+        txn: &WriteTransaction,
+        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut table = self.st(txn.open_table(definition))?;
+        Ok(self.st(table.remove(key))?.is_some())
+    }
+
+    fn record_key(&self, id: &RecordId) -> Result<Vec<u8>, StoreError> {
+        keys::record_key(id).map_err(|e| self.encode_error("a record key", e))
+    }
+
+    fn zone_key(&self, zone: &ZoneId) -> Result<Vec<u8>, StoreError> {
+        keys::zone_key(zone).map_err(|e| self.encode_error("a zone key", e))
+    }
+
+    fn type_key(&self, record_type: &str, id: &RecordId) -> Result<Vec<u8>, StoreError> {
+        self.encode(&(record_type, id), "a record type key")
+    }
+
+    fn encode<T: Serialize>(&self, value: &T, what: &'static str) -> Result<Vec<u8>, StoreError> {
+        codec::encode(value).map_err(|e| self.encode_error(what, e))
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        codec::decode(bytes).map_err(|e| self.corrupt(table, e))
+    }
+
+    fn invalid_page(&self, page: &FetchedPage, reason: String) -> StoreError {
+        StoreError::InvalidPage {
+            zone: page.zone.clone(),
+            reason,
+        }
+    }
+
+    fn encode_error(&self, what: &'static str, e: impl Display) -> StoreError {
+        StoreError::Encode {
+            file: self.file.to_path_buf(),
+            what,
+            detail: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, table: &'static str, detail: impl Display) -> StoreError {
+        StoreError::Corrupt {
+            file: self.file.to_path_buf(),
+            table,
+            detail: detail.to_string(),
+        }
+    }
+
+    fn st<T, E: Into<redb::Error>>(&self, result: Result<T, E>) -> Result<T, StoreError> {
+        result.map_err(|e| self.storage_error(e.into()))
+    }
+
+    /// The store's error for a redb failure, naming the file.
+    pub fn storage_error(&self, error: redb::Error) -> StoreError {
+        storage_error(&self.file, error)
+    }
+}
+
+/// Maps a redb error to the store's error for `file`.
+pub(crate) fn storage_error(file: &Path, error: redb::Error) -> StoreError {
+    match error {
+        redb::Error::Corrupted(detail) => StoreError::Corrupt {
+            file: file.to_path_buf(),
+            table: "(file)",
+            detail,
+        },
+        redb::Error::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
+            file: file.to_path_buf(),
+        },
+        redb::Error::TableDoesNotExist(table) => StoreError::Corrupt {
+            file: file.to_path_buf(),
+            table: "(file)",
+            detail: format!(
+                "table `{table}` is missing; the file was not opened as a skysync store"
+            ),
+        },
+        other => StoreError::Storage {
+            file: file.to_path_buf(),
+            source: Box::new(other),
+        },
+    }
+}
+
+fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn validate_id(id: &RecordId) -> Result<(), StoreError> {
+    let reason = if id.record_name.is_empty() {
+        "the record name is empty"
+    } else if id.zone.zone_name.is_empty() {
+        "the zone name is empty"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidRecord {
+        id: id.clone(),
+        reason,
+    })
+}
+
+fn validate_record(record: &Record) -> Result<(), StoreError> {
+    validate_id(&record.id)?;
+    if record.record_type.is_empty() {
+        return Err(StoreError::InvalidRecord {
+            id: record.id.clone(),
+            reason: "the record type is empty",
+        });
+    }
+    Ok(())
+}

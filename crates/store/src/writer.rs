@@ -1,0 +1,192 @@
+//! The group commit: one dedicated thread owns every write transaction of the store.
+//!
+//! Writers hand their operation to the thread through a channel. The thread takes everything queued
+//! (up to [`MAX_GROUP`] operations), applies them in order in one write transaction, commits it once
+//! with durable commit (one fsync), and only then answers every waiter. While a commit is being made
+//! durable, new operations queue up and form the next group, so many concurrent writers share fsyncs
+//! instead of paying one each.
+//!
+//! If an operation fails, the transaction is dropped uncommitted, the failing operation is answered
+//! with its error, and the group is applied again without it: every operation is atomic on its own
+//! and the others are not held back by it.
+
+use crate::error::StoreError;
+use crate::mirror::Mirror;
+use ractor::RpcReplyPort;
+use redb::{Database, Durability, WriteTransaction};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+/// The most operations one commit takes.
+pub(crate) const MAX_GROUP: usize = 1024;
+
+/// One write operation waiting for the writer thread.
+pub(crate) trait WriteJob: Send {
+    /// Applies the operation in `txn`, keeping its result until [`WriteJob::finish`]. May run more
+    /// than once (a group is applied again after another operation in it failed).
+    fn apply(&mut self, mirror: &Mirror, txn: &WriteTransaction) -> Result<(), StoreError>;
+
+    /// Answers the waiter: the kept result if the transaction committed, else the error.
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+}
+
+/// A write operation producing a `T`, answered on a reply port.
+pub(crate) struct TypedJob<T, F> {
+    op: F,
+    output: Option<T>,
+    reply: RpcReplyPort<Result<T, StoreError>>,
+}
+
+impl<T, F> TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&Mirror, &WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+{
+    pub(crate) fn boxed(op: F, reply: RpcReplyPort<Result<T, StoreError>>) -> Box<dyn WriteJob> {
+        Box::new(Self {
+            op,
+            output: None,
+            reply,
+        })
+    }
+}
+
+impl<T, F> WriteJob for TypedJob<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&Mirror, &WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+{
+    fn apply(&mut self, mirror: &Mirror, txn: &WriteTransaction) -> Result<(), StoreError> {
+        self.output = Some((self.op)(mirror, txn)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+        let TypedJob { output, reply, .. } = *self;
+        let answer = committed.and_then(|()| {
+            // `finish(Ok)` follows a successful `apply`, which always sets the output.
+            output.ok_or_else(|| StoreError::Stopped {
+                operation: "write",
+                detail: "the writer answered before applying the operation".into(),
+            })
+        });
+        // A waiter that gave up has dropped its port; the outcome is durable (or not) either way.
+        let _ = reply.send(answer);
+    }
+}
+
+/// The writer thread and the channel to it.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    sender: Sender<Box<dyn WriteJob>>,
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Starts the writer thread over `db`.
+    pub(crate) fn start(db: Arc<Database>, mirror: Mirror) -> Result<Writer, StoreError> {
+        let (sender, receiver) = channel();
+        let thread = std::thread::Builder::new()
+            .name("skysync-store-writer".into())
+            .spawn(move || run(&db, &mirror, &receiver))
+            .map_err(|e| StoreError::Stopped {
+                operation: "start writer",
+                detail: e.to_string(),
+            })?;
+        Ok(Writer { sender, thread })
+    }
+
+    /// Hands an operation to the writer thread. Never blocks. If the thread is gone, the operation
+    /// is answered with [`StoreError::Stopped`] at once.
+    pub(crate) fn submit(&self, job: Box<dyn WriteJob>) {
+        if let Err(returned) = self.sender.send(job) {
+            returned.0.finish(Err(StoreError::Stopped {
+                operation: "write",
+                detail: "the writer thread has stopped".into(),
+            }));
+        }
+    }
+
+    /// Closes the channel and waits for the thread to finish what was queued. Blocking.
+    pub(crate) fn shutdown(self) {
+        drop(self.sender);
+        // A panicked writer thread has already failed every waiter it held (their ports dropped).
+        let _ = self.thread.join();
+    }
+}
+
+impl std::fmt::Debug for dyn WriteJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteJob")
+    }
+}
+
+fn run(db: &Database, mirror: &Mirror, receiver: &Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(db, mirror, group);
+    }
+}
+
+enum GroupResult {
+    Committed,
+    JobFailed(usize, StoreError),
+    TransactionFailed(String),
+}
+
+fn commit_group(db: &Database, mirror: &Mirror, mut group: Vec<Box<dyn WriteJob>>) {
+    loop {
+        match try_group(db, mirror, &mut group) {
+            GroupResult::Committed => {
+                for job in group {
+                    job.finish(Ok(()));
+                }
+                return;
+            }
+            GroupResult::JobFailed(index, error) => {
+                let failed = group.remove(index);
+                failed.finish(Err(error));
+                if group.is_empty() {
+                    return;
+                }
+            }
+            GroupResult::TransactionFailed(detail) => {
+                for job in group {
+                    job.finish(Err(StoreError::CommitFailed {
+                        file: mirror.file().to_path_buf(),
+                        detail: detail.clone(),
+                    }));
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn try_group(db: &Database, mirror: &Mirror, group: &mut [Box<dyn WriteJob>]) -> GroupResult {
+    let mut txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => return GroupResult::TransactionFailed(e.to_string()),
+    };
+    if let Err(e) = txn.set_durability(Durability::Immediate) {
+        return GroupResult::TransactionFailed(e.to_string());
+    }
+    for (index, job) in group.iter_mut().enumerate() {
+        if let Err(error) = job.apply(mirror, &txn) {
+            // Nothing of this group may commit; the abort's own error adds nothing to the job's.
+            let _ = txn.abort();
+            return GroupResult::JobFailed(index, error);
+        }
+    }
+    match txn.commit() {
+        Ok(()) => GroupResult::Committed,
+        Err(e) => GroupResult::TransactionFailed(e.to_string()),
+    }
+}
