@@ -14,8 +14,9 @@ use skysync_transport::{
     RequestSignature, ServerKey, WebAuthToken,
 };
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+mod common;
+use common::{Canned, capture};
 
 /// A P-256 key made with `openssl ecparam -name prime256v1 -genkey -noout` (SEC1 PEM).
 const SEC1_PEM: &str = "-----BEGIN EC PRIVATE KEY-----
@@ -262,116 +263,7 @@ fn a_batch_with_a_record_of_another_zone_is_refused() {
     );
 }
 
-// ---------------------------------------------------------------------------------------------
 // On the wire: a one-shot HTTP listener on 127.0.0.1 records what the client sends.
-
-#[derive(Debug)]
-struct Captured {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Captured {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap()
-    }
-
-    fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
-    }
-}
-
-/// A canned answer: status, extra headers, JSON body.
-struct Canned {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
-impl Canned {
-    fn ok(body: &str) -> Self {
-        Canned {
-            status: 200,
-            headers: Vec::new(),
-            body: body.to_owned(),
-        }
-    }
-}
-
-/// Serves one connection per canned answer, in order, and returns what each request carried.
-async fn capture(answers: Vec<Canned>) -> (String, tokio::task::JoinHandle<Vec<Captured>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let mut seen = Vec::new();
-        for answer in answers {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buffer = Vec::new();
-            let header_end = loop {
-                let mut chunk = [0u8; 4096];
-                let n = socket.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed before sending a request");
-                buffer.extend_from_slice(&chunk[..n]);
-                if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break at + 4;
-                }
-                assert!(buffer.len() < 1 << 20, "request head too large");
-            };
-            let head = String::from_utf8(buffer[..header_end].to_vec()).unwrap();
-            let mut lines = head.split("\r\n");
-            let mut request_line = lines.next().unwrap().split(' ');
-            let method = request_line.next().unwrap().to_owned();
-            let target = request_line.next().unwrap().to_owned();
-            let headers: Vec<(String, String)> = lines
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let (n, v) = l.split_once(':').unwrap();
-                    (n.trim().to_owned(), v.trim().to_owned())
-                })
-                .collect();
-            let length: usize = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .map_or(0, |(_, v)| v.parse().unwrap());
-            let mut body = buffer[header_end..].to_vec();
-            while body.len() < length {
-                let mut chunk = [0u8; 4096];
-                let n = socket.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "client closed mid-body");
-                body.extend_from_slice(&chunk[..n]);
-            }
-            let mut reply = format!(
-                "HTTP/1.1 {} X\r\ncontent-type: application/json; charset=UTF-8\r\ncontent-length: {}\r\nconnection: close\r\n",
-                answer.status,
-                answer.body.len()
-            );
-            for (name, value) in &answer.headers {
-                reply.push_str(&format!("{name}: {value}\r\n"));
-            }
-            reply.push_str("\r\n");
-            reply.push_str(&answer.body);
-            socket.write_all(reply.as_bytes()).await.unwrap();
-            socket.shutdown().await.unwrap();
-            seen.push(Captured {
-                method,
-                target,
-                headers,
-                body,
-            });
-        }
-        seen
-    });
-    (base, task)
-}
 
 fn is_iso8601_without_ms(date: &str) -> bool {
     let b = date.as_bytes();
@@ -464,9 +356,8 @@ async fn web_auth_requests_send_encoded_tokens_and_take_up_the_rotated_one() {
     let rotated = "106__54__NEW+token/xy==";
     let (base, served) = capture(vec![
         Canned {
-            status: 200,
             headers: vec![("X-Apple-CloudKit-Web-Auth-Token", rotated.to_owned())],
-            body: r#"{"zones":[{"zoneID":{"zoneName":"Notes"},"syncToken":"z1"}]}"#.to_owned(),
+            ..Canned::ok(r#"{"zones":[{"zoneID":{"zoneName":"Notes"},"syncToken":"z1"}]}"#)
         },
         Canned::ok(r#"{"users":[{"userRecordName":"_me"}]}"#),
     ])
