@@ -15,12 +15,20 @@
 //! # });
 //! ```
 
+pub mod auth;
+mod changes;
+mod courier;
 mod error;
 pub mod faults;
+mod persist;
 pub mod rate_limit;
+mod records;
 pub mod reply;
 pub mod s2s;
 mod server;
+mod state;
+mod subscriptions;
+mod zones;
 
 pub use error::DevServerError;
 

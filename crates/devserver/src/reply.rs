@@ -15,7 +15,10 @@ pub fn json_reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(JSON_CONTENT_TYPE),
+            )],
             bytes,
         )
             .into_response(),
@@ -43,4 +46,44 @@ pub fn error_body_reply(body: ErrorBody) -> Response {
     let status = StatusCode::from_u16(body.server_error_code.http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_reply(status, &body)
+}
+
+/// A request refused as a whole: the CloudKit code, the reason, and (for `AUTHENTICATION_REQUIRED`)
+/// where to sign in. Answered with the code's HTTP status and a CloudKit error body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The `serverErrorCode`.
+    pub code: ServerErrorCode,
+    /// The `reason`.
+    pub reason: String,
+    /// The `redirectURL`, with `AUTHENTICATION_REQUIRED`.
+    pub redirect_url: Option<String>,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `reason`.
+    pub fn new(code: ServerErrorCode, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            reason: reason.into(),
+            redirect_url: None,
+        }
+    }
+
+    /// A `400 BAD_REQUEST` refusal.
+    pub fn bad_request(reason: impl Into<String>) -> Refusal {
+        Refusal::new(ServerErrorCode::BadRequest, reason)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error_body_reply(ErrorBody {
+            uuid: Some(uuid::Uuid::new_v4().to_string()),
+            server_error_code: self.code,
+            reason: Some(self.reason),
+            retry_after: None,
+            redirect_url: self.redirect_url,
+        })
+    }
 }

@@ -1,20 +1,38 @@
-//! The HTTP surface: routes, the layers around them, and the dispatch of each CloudKit endpoint.
+//! The HTTP surface: routes, the layers around them, authentication, and the dispatch of each
+//! CloudKit endpoint to the planning code of its module.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
-use axum::routing::any;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use futures::FutureExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use skysync_model::ServerErrorCode;
-use skysync_model::wire::ErrorBody;
+use skysync_model::wire::{
+    CourierPoll, ErrorBody, TokenCreateRequest, TokenCreateResponse, TokenRegisterRequest,
+    UserIdentity, UsersResponse,
+};
+use tokio::sync::{RwLock, watch};
 
+use crate::auth::{self, Caller, WEB_AUTH_TOKEN_HEADER};
+use crate::courier::{self, Courier};
 use crate::faults::{self, Faults};
+use crate::persist::Disk;
 use crate::rate_limit::{self, RateLimit};
-use crate::reply::{error_reply, json_reply};
-use crate::{DevServerError, ServerConfig};
+use crate::records::{self, Planned, Writer};
+use crate::reply::{Refusal, error_reply, json_reply};
+use crate::s2s::{DATE_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER, ServerKeys, SignedRequest};
+use crate::state::{CourierOwner, Database, DbKey, Scope, State as Data, Write};
+use crate::{DevServerError, ServerConfig, changes, subscriptions, zones};
 
 /// A CloudKit endpoint this server knows, by its operation subpath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,24 +89,88 @@ impl Endpoint {
             _ => Method::POST,
         }
     }
+
+    /// Whether the endpoint needs a user even on the public database (writes, subscriptions,
+    /// identities, notification tokens).
+    fn needs_user(self) -> bool {
+        matches!(
+            self,
+            Endpoint::RecordsModify
+                | Endpoint::ZonesModify
+                | Endpoint::SubscriptionsList
+                | Endpoint::SubscriptionsLookup
+                | Endpoint::SubscriptionsModify
+                | Endpoint::UsersCaller
+                | Endpoint::UsersCurrent
+                | Endpoint::TokensCreate
+                | Endpoint::TokensRegister
+        )
+    }
+
+    /// Whether the endpoint is one of the user-identity ones (web auth only).
+    fn is_users(self) -> bool {
+        matches!(self, Endpoint::UsersCaller | Endpoint::UsersCurrent)
+    }
+
+    /// Whether the endpoint serves only the private and shared databases.
+    fn private_only(self) -> bool {
+        matches!(
+            self,
+            Endpoint::RecordsChanges | Endpoint::ChangesDatabase | Endpoint::ChangesZone
+        )
+    }
 }
 
 /// Everything the handlers share.
 pub(crate) struct App {
-    /// Where the server listens (for URLs it hands out).
-    pub(crate) addr: SocketAddr,
+    /// Where the server listens (for the URLs it hands out).
+    addr: SocketAddr,
+    /// The API token required as `ckAPIToken`, if any.
+    api_token: Option<String>,
+    /// The largest body accepted (enforced by `DefaultBodyLimit`; quoted in the refusal).
+    max_body_bytes: usize,
+    /// Server-to-server keys accepted on the public database.
+    keys: ServerKeys,
+    /// The data, the source of truth for serving.
+    data: RwLock<Data>,
+    /// Where the data is persisted, if anywhere.
+    disk: Option<Disk>,
+    /// Courier mailboxes.
+    courier: Courier,
+    /// Becomes `true` when the server stops (ends long-polls).
+    stopped: watch::Receiver<bool>,
 }
 
 type Shared = Arc<App>;
 
-/// Builds the complete router for `config`, listening at `addr`.
+/// Builds the complete router for `config`, listening at `addr`; `stopped` turns `true` at shutdown.
 pub(crate) async fn router(
     config: &ServerConfig,
     addr: SocketAddr,
-    _stopped: tokio::sync::watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> Result<Router, DevServerError> {
-    let app = Arc::new(App { addr });
-    let faults = Faults::default();
+    let mut keys = ServerKeys::default();
+    for (key_id, pem) in &config.s2s_keys {
+        keys.insert_pem(key_id, pem)?;
+    }
+    let (disk, data) = match &config.data_dir {
+        Some(dir) => {
+            let (disk, data) = Disk::open(dir.clone()).await?;
+            (Some(disk), data)
+        }
+        None => (None, Data::default()),
+    };
+    let app = Arc::new(App {
+        addr,
+        api_token: config.api_token.clone(),
+        max_body_bytes: config.max_body_bytes,
+        keys,
+        data: RwLock::new(data),
+        disk,
+        courier: Courier::default(),
+        stopped,
+    });
+
     let mut cloudkit = Router::new()
         .route(
             "/database/{version}/{container}/{environment}/{database}/{*operation}",
@@ -98,22 +180,79 @@ pub(crate) async fn router(
             "/device/{version}/{container}/{environment}/tokens/{operation}",
             any(device_endpoint),
         )
-        .with_state(app);
+        .with_state(Arc::clone(&app));
     if let Some(per_second) = config.rate_limit {
         cloudkit = cloudkit.layer(axum::middleware::from_fn_with_state(
             RateLimit::new(per_second),
             rate_limit::middleware,
         ));
     }
+    let support = Router::new()
+        .route(
+            "/_courier/{token}",
+            get(courier_poll).fallback(support_wrong_method),
+        )
+        .route("/_auth/signin", get(sign_in).fallback(support_wrong_method))
+        .with_state(app);
+    let faults = Faults::default();
     Ok(Router::new()
         .merge(cloudkit)
+        .merge(support)
         .merge(faults.router())
         .fallback(unknown_path)
         .layer(axum::middleware::from_fn_with_state(
             faults.clone(),
             faults::middleware,
         ))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes)))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn(cloudkit_headers))
+        .layer(axum::middleware::from_fn(catch_panic)))
+}
+
+/// The last line of defence: a handler that panics is answered `500 INTERNAL_ERROR`, and the
+/// server keeps serving.
+async fn catch_panic(request: Request, next: Next) -> Response {
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("a request handler panicked; answered 500");
+            error_reply(
+                ServerErrorCode::InternalError,
+                "the dev server failed while handling this request",
+                None,
+            )
+        }
+    }
+}
+
+/// Adds the headers CloudKit puts on every response, and logs the request (never its query, which
+/// holds tokens, nor courier paths, which are tokens).
+async fn cloudkit_headers(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Ok(uuid) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        headers.insert(HeaderName::from_static("x-apple-request-uuid"), uuid);
+    }
+    headers.insert(
+        HeaderName::from_static("x-apple-cloudkit-version"),
+        HeaderValue::from_static("1.0"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("X-Apple-Request-UUID,X-Apple-CloudKit-Web-Auth-Token"),
+    );
+    let shown = if path.starts_with("/_courier/") {
+        "/_courier/…"
+    } else {
+        path.as_str()
+    };
+    tracing::debug!(%method, path = shown, status = response.status().as_u16(), "request");
+    response
 }
 
 async fn unknown_path() -> Response {
@@ -124,9 +263,7 @@ async fn unknown_path() -> Response {
     )
 }
 
-/// `405` with a CloudKit body naming the method to use.
-fn wrong_method(endpoint: Endpoint, method: &Method) -> Response {
-    let allowed = endpoint.method();
+fn method_not_allowed(allowed: &Method, method: &Method) -> Response {
     let mut response = json_reply(
         StatusCode::METHOD_NOT_ALLOWED,
         &ErrorBody {
@@ -145,46 +282,584 @@ fn wrong_method(endpoint: Endpoint, method: &Method) -> Response {
     response
 }
 
-async fn database_endpoint(
-    State(_app): State<Shared>,
-    method: Method,
-    Path((_version, _container, _environment, _database, operation)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
-) -> Response {
-    let Some(endpoint) = Endpoint::database_operation(&operation) else {
-        return unknown_path().await;
-    };
-    if method != endpoint.method() {
-        return wrong_method(endpoint, &method);
+async fn support_wrong_method(method: Method) -> Response {
+    method_not_allowed(&Method::GET, &method)
+}
+
+/// Parses a JSON request body: a missing body, invalid UTF-8 or malformed JSON is `BAD_REQUEST`.
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Refusal::bad_request("missing request body"));
     }
+    if std::str::from_utf8(body).is_err() {
+        return Err(Refusal::bad_request("request body is not valid UTF-8"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Refusal::bad_request(format!("malformed request body: {e}")))
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Refusal> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::new(
+                ServerErrorCode::LimitExceeded,
+                format!("request body is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            Refusal::bad_request("could not read the request body")
+        }
+    })
+}
+
+fn query_params(uri: &Uri) -> Result<Vec<(String, String)>, Refusal> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|Query(params)| params)
+        .map_err(|_| Refusal::bad_request("malformed query string"))
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn json_ok<T: Serialize>(body: &T) -> Response {
+    json_reply(StatusCode::OK, body)
+}
+
+/// What a request is, once routed.
+struct Incoming<'a> {
+    headers: &'a HeaderMap,
+    path: &'a str,
+    params: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+impl App {
+    fn sign_in_url(&self) -> String {
+        format!("http://{}/_auth/signin", self.addr)
+    }
+
+    fn sign_in_required(&self, reason: &str) -> Refusal {
+        Refusal {
+            code: ServerErrorCode::AuthenticationRequired,
+            reason: reason.to_owned(),
+            redirect_url: Some(self.sign_in_url()),
+        }
+    }
+
+    /// Works out who is calling. `scope` is the database (`None` for the device endpoints).
+    fn authenticate(
+        &self,
+        incoming: &Incoming<'_>,
+        scope: Option<Scope>,
+    ) -> Result<Caller, Refusal> {
+        let failed = |reason: &str| Refusal::new(ServerErrorCode::AuthenticationFailed, reason);
+        if let Some(key_id) = incoming.headers.get(KEY_ID_HEADER) {
+            if matches!(scope, Some(Scope::Private | Scope::Shared)) {
+                return Err(failed(
+                    "server-to-server keys are accepted on the public database only",
+                ));
+            }
+            let header = |name: &str| {
+                incoming
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| failed("authentication failed"))
+            };
+            let key_id = key_id
+                .to_str()
+                .map_err(|_| failed("authentication failed"))?;
+            let signed = SignedRequest {
+                key_id,
+                date: header(DATE_HEADER)?,
+                signature: header(SIGNATURE_HEADER)?,
+                body: incoming.body,
+                path: incoming.path,
+            };
+            return match self.keys.verify(&signed, SystemTime::now()) {
+                Ok(()) => Ok(Caller::ServerKey {
+                    user: auth::server_key_user(key_id),
+                }),
+                Err(rejected) => {
+                    tracing::info!(%rejected, "server-to-server request refused");
+                    Err(failed("authentication failed"))
+                }
+            };
+        }
+        if let Some(expected) = &self.api_token {
+            match param(incoming.params, "ckAPIToken") {
+                None | Some("") => return Err(failed("missing ckAPIToken")),
+                Some(sent) if sent != expected => return Err(failed("invalid ckAPIToken")),
+                Some(_) => {}
+            }
+        }
+        Ok(match param(incoming.params, "ckWebAuthToken") {
+            Some(token) if !token.is_empty() => Caller::WebUser {
+                user: auth::web_token_user(token),
+            },
+            _ => Caller::Anonymous,
+        })
+    }
+
+    /// Runs a read-only endpoint against a database.
+    async fn read(
+        &self,
+        key: &DbKey,
+        run: impl FnOnce(&Database) -> Result<Response, Refusal>,
+    ) -> Response {
+        let data = self.data.read().await;
+        let empty;
+        let db = match data.databases.get(key) {
+            Some(db) => db,
+            None => {
+                empty = Database::default();
+                &empty
+            }
+        };
+        run(db).unwrap_or_else(IntoResponse::into_response)
+    }
+
+    /// Runs a writing endpoint: plans against the database, commits the changes (to disk first),
+    /// then answers and delivers the notifications the changes fire.
+    async fn write<T: Serialize>(
+        &self,
+        key: &DbKey,
+        plan: impl FnOnce(&Database) -> Result<Planned<T>, Refusal>,
+    ) -> Response {
+        let mut data = self.data.write().await;
+        let planned = {
+            let empty;
+            let db = match data.databases.get(key) {
+                Some(db) => db,
+                None => {
+                    empty = Database::default();
+                    &empty
+                }
+            };
+            match plan(db) {
+                Ok(planned) => planned,
+                Err(refusal) => return refusal.into_response(),
+            }
+        };
+        let response = json_reply(planned.status, &planned.body);
+        if let Some(changes) = planned.changes
+            && let Err(e) = self.commit(&mut data, changes.into_writes()).await
+        {
+            return storage_failed(&e);
+        }
+        let notifications = subscriptions::notifications(&data, key, &planned.touched);
+        drop(data);
+        self.courier.deliver(notifications);
+        response
+    }
+
+    /// Persists `writes` (if the server persists) and applies them.
+    async fn commit(&self, data: &mut Data, writes: Vec<Write>) -> Result<(), DevServerError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        if let Some(disk) = &self.disk {
+            disk.persist(&writes).await?;
+        }
+        data.apply(writes);
+        Ok(())
+    }
+}
+
+fn storage_failed(error: &DevServerError) -> Response {
+    tracing::error!(%error, "could not store a change; answered 500");
     error_reply(
         ServerErrorCode::InternalError,
-        "this endpoint is being written",
+        "the dev server could not store the change; nothing was applied",
         None,
     )
 }
 
-async fn device_endpoint(
-    State(_app): State<Shared>,
+type DatabasePath = (String, String, String, String, String);
+
+#[allow(clippy::too_many_arguments)] // One extractor per part of the request.
+async fn database_endpoint(
+    State(app): State<Shared>,
     method: Method,
-    Path((_version, _container, _environment, operation)): Path<(String, String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<DatabasePath>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let endpoint = match operation.as_str() {
-        "create" => Endpoint::TokensCreate,
-        "register" => Endpoint::TokensRegister,
+    let Ok(Path((version, container, environment, database, operation))) = path else {
+        return unknown_path().await;
+    };
+    let (Some(endpoint), Some(scope), "1") = (
+        Endpoint::database_operation(&operation),
+        Scope::parse(&database),
+        version.as_str(),
+    ) else {
+        return unknown_path().await;
+    };
+    if method != endpoint.method() {
+        return method_not_allowed(&endpoint.method(), &method);
+    }
+    let limit = app.max_body_bytes;
+    let (caller, response) = match serve_database(
+        &app,
+        endpoint,
+        scope,
+        &container,
+        &environment,
+        &uri,
+        &headers,
+        read_body(body, limit),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err((caller, refusal)) => (caller, refusal.into_response()),
+    };
+    with_rotated_token(caller.as_ref(), response)
+}
+
+fn with_rotated_token(caller: Option<&Caller>, mut response: Response) -> Response {
+    if let Some(Caller::WebUser { user }) = caller
+        && let Ok(value) = HeaderValue::from_str(&auth::rotated_web_token(user))
+    {
+        response.headers_mut().insert(WEB_AUTH_TOKEN_HEADER, value);
+    }
+    response
+}
+
+fn check_environment(environment: &str) -> Result<(), Refusal> {
+    match environment {
+        "development" | "production" => Ok(()),
+        other => Err(Refusal::bad_request(format!(
+            "unknown environment '{other}'; use development or production"
+        ))),
+    }
+}
+
+type Failure = (Option<Caller>, Refusal);
+
+#[allow(clippy::too_many_arguments)] // The routed parts of one request.
+async fn serve_database(
+    app: &App,
+    endpoint: Endpoint,
+    scope: Scope,
+    container: &str,
+    environment: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, Refusal>,
+) -> Result<(Option<Caller>, Response), Failure> {
+    let body = body.map_err(|refusal| (None, refusal))?;
+    let params = query_params(uri).map_err(|refusal| (None, refusal))?;
+    let incoming = Incoming {
+        headers,
+        path: uri.path(),
+        params: &params,
+        body: &body,
+    };
+    let caller = app
+        .authenticate(&incoming, Some(scope))
+        .map_err(|refusal| (None, refusal))?;
+    let fail = |refusal: Refusal| (Some(caller.clone()), refusal);
+    check_environment(environment).map_err(fail)?;
+    match &caller {
+        Caller::Anonymous if scope != Scope::Public => {
+            return Err(fail(app.sign_in_required(
+                "request needs authorization: sign in and send ckWebAuthToken",
+            )));
+        }
+        Caller::Anonymous if endpoint.needs_user() => {
+            return Err(fail(app.sign_in_required(
+                "this request needs a signed-in user: sign in and send ckWebAuthToken",
+            )));
+        }
+        Caller::ServerKey { .. } if endpoint.is_users() => {
+            return Err(fail(Refusal::new(
+                ServerErrorCode::AuthenticationFailed,
+                "user identity endpoints need web authentication, not a server-to-server key",
+            )));
+        }
+        _ => {}
+    }
+    if scope == Scope::Public && endpoint.private_only() {
+        return Err(fail(Refusal::bad_request(format!(
+            "endpoint not applicable in the database type '{}'",
+            scope.internal_name()
+        ))));
+    }
+    let user = caller.user().unwrap_or_default().to_owned();
+    let key = DbKey {
+        container: container.to_owned(),
+        environment: environment.to_owned(),
+        scope,
+        owner: if scope == Scope::Public {
+            String::new()
+        } else {
+            user.clone()
+        },
+    };
+    let response = run_database_endpoint(app, endpoint, &key, &user, &body)
+        .await
+        .map_err(fail)?;
+    Ok((Some(caller), response))
+}
+
+async fn run_database_endpoint(
+    app: &App,
+    endpoint: Endpoint,
+    key: &DbKey,
+    user: &str,
+    body: &[u8],
+) -> Result<Response, Refusal> {
+    Ok(match endpoint {
+        Endpoint::RecordsModify => {
+            let request = parse_body(body)?;
+            let writer = Writer {
+                key,
+                user,
+                now_ms: now_ms(),
+            };
+            app.write(key, |db| records::modify(db, &writer, request))
+                .await
+        }
+        Endpoint::RecordsLookup => {
+            let request = parse_body(body)?;
+            app.read(key, |db| records::lookup(db, &request).map(|r| json_ok(&r)))
+                .await
+        }
+        Endpoint::RecordsQuery => {
+            let request = parse_body(body)?;
+            app.read(key, |db| {
+                records::query(db, key, &request).map(|r| json_ok(&r))
+            })
+            .await
+        }
+        Endpoint::RecordsChanges => {
+            let request = parse_body(body)?;
+            app.read(key, |db| {
+                changes::record_changes(db, key, &request).map(|r| json_ok(&r))
+            })
+            .await
+        }
+        Endpoint::ChangesZone => {
+            let request = parse_body(body)?;
+            app.read(key, |db| {
+                changes::zone_changes(db, key, &request).map(|r| json_ok(&r))
+            })
+            .await
+        }
+        Endpoint::ChangesDatabase => {
+            let request = parse_body(body)?;
+            app.read(key, |db| {
+                changes::database_changes(db, key, &request).map(|r| json_ok(&r))
+            })
+            .await
+        }
+        Endpoint::ZonesChanges => {
+            let request = parse_body(body)?;
+            app.read(key, |db| {
+                changes::zones_changes(db, key, &request).map(|r| json_ok(&r))
+            })
+            .await
+        }
+        Endpoint::ZonesList => app.read(key, |db| Ok(json_ok(&zones::list(db, key)))).await,
+        Endpoint::ZonesLookup => {
+            let request = parse_body(body)?;
+            app.read(key, |db| Ok(json_ok(&zones::lookup(db, key, &request))))
+                .await
+        }
+        Endpoint::ZonesModify => {
+            let request = parse_body(body)?;
+            app.write(key, |db| zones::modify(db, key, &request)).await
+        }
+        Endpoint::SubscriptionsList => {
+            app.read(key, |db| Ok(json_ok(&subscriptions::list(db, user))))
+                .await
+        }
+        Endpoint::SubscriptionsLookup => {
+            let request = parse_body(body)?;
+            app.read(key, |db| {
+                Ok(json_ok(&subscriptions::lookup(db, user, &request)))
+            })
+            .await
+        }
+        Endpoint::SubscriptionsModify => {
+            let request = parse_body(body)?;
+            app.write(key, |db| subscriptions::modify(db, key, user, &request))
+                .await
+        }
+        Endpoint::UsersCaller => json_ok(&UsersResponse {
+            users: vec![UserIdentity {
+                user_record_name: user.to_owned(),
+                lookup_info: None,
+                name_components: None,
+            }],
+        }),
+        Endpoint::UsersCurrent => json_ok(&serde_json::json!({ "userRecordName": user })),
+        Endpoint::TokensCreate | Endpoint::TokensRegister => {
+            // Served under /device/, never routed here.
+            return Err(Refusal::new(
+                ServerErrorCode::NotFound,
+                "could not find handler for endpoint",
+            ));
+        }
+    })
+}
+
+async fn device_endpoint(
+    State(app): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(Path((version, container, environment, operation))) = path else {
+        return unknown_path().await;
+    };
+    let endpoint = match (version.as_str(), operation.as_str()) {
+        ("1", "create") => Endpoint::TokensCreate,
+        ("1", "register") => Endpoint::TokensRegister,
         _ => return unknown_path().await,
     };
     if method != endpoint.method() {
-        return wrong_method(endpoint, &method);
+        return method_not_allowed(&endpoint.method(), &method);
     }
-    error_reply(
-        ServerErrorCode::InternalError,
-        "this endpoint is being written",
-        None,
+    let limit = app.max_body_bytes;
+    let (caller, response) = match serve_device(
+        &app,
+        endpoint,
+        &container,
+        &environment,
+        &uri,
+        &headers,
+        read_body(body, limit),
     )
+    .await
+    {
+        Ok(answer) => answer,
+        Err((caller, refusal)) => (caller, refusal.into_response()),
+    };
+    with_rotated_token(caller.as_ref(), response)
+}
+
+fn check_apns_environment(environment: &str) -> Result<(), Refusal> {
+    match environment {
+        "development" | "production" => Ok(()),
+        other => Err(Refusal::bad_request(format!(
+            "unknown apnsEnvironment '{other}'; use development or production"
+        ))),
+    }
+}
+
+async fn serve_device(
+    app: &App,
+    endpoint: Endpoint,
+    container: &str,
+    environment: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, Refusal>,
+) -> Result<(Option<Caller>, Response), Failure> {
+    let body = body.map_err(|refusal| (None, refusal))?;
+    let params = query_params(uri).map_err(|refusal| (None, refusal))?;
+    let incoming = Incoming {
+        headers,
+        path: uri.path(),
+        params: &params,
+        body: &body,
+    };
+    let caller = app
+        .authenticate(&incoming, None)
+        .map_err(|refusal| (None, refusal))?;
+    let fail = |refusal: Refusal| (Some(caller.clone()), refusal);
+    check_environment(environment).map_err(fail)?;
+    let Some(user) = caller.user() else {
+        return Err(fail(app.sign_in_required(
+            "notification tokens need a signed-in user: sign in and send ckWebAuthToken",
+        )));
+    };
+    let owner = CourierOwner {
+        container: container.to_owned(),
+        environment: environment.to_owned(),
+        user: user.to_owned(),
+    };
+    let (token, answer) = match endpoint {
+        Endpoint::TokensCreate => {
+            let request: TokenCreateRequest = parse_body(&body).map_err(fail)?;
+            check_apns_environment(&request.apns_environment).map_err(fail)?;
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let answer = serde_json::to_value(TokenCreateResponse {
+                apns_environment: request.apns_environment,
+                apns_token: token.clone(),
+                webcourier_url: format!("http://{}/_courier/{token}", app.addr),
+            });
+            (token, answer)
+        }
+        _ => {
+            let request: TokenRegisterRequest = parse_body(&body).map_err(fail)?;
+            check_apns_environment(&request.apns_environment).map_err(fail)?;
+            if request.apns_token.is_empty() {
+                return Err(fail(Refusal::bad_request("apnsToken must not be empty")));
+            }
+            let token = request.apns_token.clone();
+            (token, serde_json::to_value(request))
+        }
+    };
+    let answer = answer.map_err(|e| {
+        fail(Refusal::new(
+            ServerErrorCode::InternalError,
+            format!("could not encode the response: {e}"),
+        ))
+    })?;
+    let mut data = app.data.write().await;
+    if let Err(e) = app
+        .commit(&mut data, vec![Write::CourierToken { token, owner }])
+        .await
+    {
+        return Ok((Some(caller), storage_failed(&e)));
+    }
+    drop(data);
+    Ok((Some(caller.clone()), json_ok(&answer)))
+}
+
+/// The long-poll's query: `timeout` in whole seconds (default 30, at most 120).
+#[derive(serde::Deserialize)]
+struct PollParams {
+    timeout: Option<u64>,
+}
+
+async fn courier_poll(State(app): State<Shared>, Path(token): Path<String>, uri: Uri) -> Response {
+    let timeout = match Query::<PollParams>::try_from_uri(&uri) {
+        Ok(Query(PollParams { timeout })) => timeout
+            .map_or(courier::DEFAULT_TIMEOUT, Duration::from_secs)
+            .min(courier::MAX_TIMEOUT),
+        Err(_) => {
+            return Refusal::bad_request("timeout must be a whole number of seconds")
+                .into_response();
+        }
+    };
+    if !app.data.read().await.courier_tokens.contains_key(&token) {
+        return Refusal::new(ServerErrorCode::NotFound, "unknown courier token").into_response();
+    }
+    let notifications = app.courier.poll(&token, timeout, app.stopped.clone()).await;
+    json_ok(&CourierPoll { notifications })
+}
+
+/// The dev server's stand-in for Apple's sign-in page: hands out a new user's web auth token.
+async fn sign_in() -> Response {
+    json_ok(&serde_json::json!({ "ckWebAuthToken": auth::new_web_token() }))
 }
