@@ -109,17 +109,25 @@ pub struct QueueArgs {
 /// The queue actor's state: the shared database and its outbox.
 #[derive(Debug)]
 pub struct QueueState {
-    db: Arc<Database>,
+    /// `None` once the actor stopped (the file is released on a blocking thread).
+    db: Option<Arc<Database>>,
     outbox: Outbox,
 }
 
 impl QueueState {
+    fn db(&self, operation: &'static str) -> Result<Arc<Database>, QueueError> {
+        self.db.clone().ok_or_else(|| QueueError::Stopped {
+            operation,
+            detail: "the queue is stopping".into(),
+        })
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         operation: &'static str,
         f: impl FnOnce(&Outbox, &ReadTransaction) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let db = Arc::clone(&self.db);
+        let db = self.db(operation)?;
         let outbox = self.outbox.clone();
         blocking(operation, move || {
             let txn = db
@@ -135,7 +143,7 @@ impl QueueState {
         operation: &'static str,
         f: impl FnOnce(&Outbox, &WriteTransaction) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let db = Arc::clone(&self.db);
+        let db = self.db(operation)?;
         let outbox = self.outbox.clone();
         blocking(operation, move || write_durably(&db, &outbox, f)).await
     }
@@ -190,9 +198,21 @@ impl Actor for QueueActor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(QueueState {
-            db: args.db,
+            db: Some(args.db),
             outbox: args.outbox,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // If this is the last reference, closing the file is blocking I/O.
+        if let Some(db) = state.db.take() {
+            tokio::task::spawn_blocking(move || drop(db)).await?;
+        }
+        Ok(())
     }
 
     async fn handle(
