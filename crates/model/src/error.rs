@@ -358,6 +358,29 @@ pub struct ServerError {
     pub uuid: Option<String>,
 }
 
+impl ServerError {
+    /// The typed error for the fields an error dictionary carries (request body or inline item).
+    pub(crate) fn from_wire_parts(
+        code: &ServerErrorCode,
+        scope: ErrorScope,
+        http_status: u16,
+        reason: Option<&str>,
+        retry_after_secs: Option<u64>,
+        redirect_url: Option<&str>,
+        uuid: Option<&str>,
+    ) -> ServerError {
+        ServerError {
+            code: code.clone(),
+            scope,
+            http_status,
+            reason: reason.unwrap_or_default().to_owned(),
+            retry_after: retry_after_secs.map(Duration::from_secs),
+            redirect_url: redirect_url.map(str::to_owned),
+            uuid: uuid.map(str::to_owned),
+        }
+    }
+}
+
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -3,7 +3,6 @@
 use super::retry_after;
 use crate::error::{ErrorScope, ServerError, ServerErrorCode};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// The body of a failed request: `{uuid, serverErrorCode, reason, retryAfter?, redirectURL?}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,14 +36,14 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// The typed error this body states, for a response with the given HTTP status.
     pub fn to_server_error(&self, http_status: u16) -> ServerError {
-        ServerError {
-            code: self.server_error_code.clone(),
-            scope: ErrorScope::Request,
+        ServerError::from_wire_parts(
+            &self.server_error_code,
+            ErrorScope::Request,
             http_status,
-            reason: self.reason.clone().unwrap_or_default(),
-            retry_after: self.retry_after.map(Duration::from_secs),
-            redirect_url: self.redirect_url.clone(),
-            uuid: self.uuid.clone(),
-        }
+            self.reason.as_deref(),
+            self.retry_after,
+            self.redirect_url.as_deref(),
+            self.uuid.as_deref(),
+        )
     }
 }

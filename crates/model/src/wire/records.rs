@@ -9,7 +9,6 @@ use crate::record::{ChangeTag, Record, Stamp, SystemFields};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// A field dictionary: `{"value": …, "type": "…"?, "isEncrypted": true?}`. The value is kept as raw JSON
 /// so that each field can fail on its own; convert with [`Field::from_wire`].
@@ -230,15 +229,15 @@ pub struct RecordFetchError {
 impl RecordFetchError {
     /// The typed, item-scoped error, as carried by a response with the given HTTP status.
     pub fn to_server_error(&self, http_status: u16) -> ServerError {
-        ServerError {
-            code: self.server_error_code.clone(),
-            scope: ErrorScope::Item,
+        ServerError::from_wire_parts(
+            &self.server_error_code,
+            ErrorScope::Item,
             http_status,
-            reason: self.reason.clone().unwrap_or_default(),
-            retry_after: self.retry_after.map(Duration::from_secs),
-            redirect_url: self.redirect_url.clone(),
-            uuid: self.uuid.clone(),
-        }
+            self.reason.as_deref(),
+            self.retry_after,
+            self.redirect_url.as_deref(),
+            self.uuid.as_deref(),
+        )
     }
 }
 

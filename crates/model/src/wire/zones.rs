@@ -3,7 +3,6 @@
 use super::{WireZoneId, retry_after};
 use crate::error::{ErrorScope, ServerError, ServerErrorCode};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// A zone dictionary: `{zoneID, syncToken, atomic}` (+ `deleted: true` on change feeds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,15 +53,15 @@ pub struct ZoneFetchError {
 impl ZoneFetchError {
     /// The typed, item-scoped error, as carried by a response with the given HTTP status.
     pub fn to_server_error(&self, http_status: u16) -> ServerError {
-        ServerError {
-            code: self.server_error_code.clone(),
-            scope: ErrorScope::Item,
+        ServerError::from_wire_parts(
+            &self.server_error_code,
+            ErrorScope::Item,
             http_status,
-            reason: self.reason.clone().unwrap_or_default(),
-            retry_after: self.retry_after.map(Duration::from_secs),
-            redirect_url: self.redirect_url.clone(),
-            uuid: None,
-        }
+            self.reason.as_deref(),
+            self.retry_after,
+            self.redirect_url.as_deref(),
+            None,
+        )
     }
 }
 
