@@ -20,8 +20,8 @@ use skysync_model::wire::{
     ModifySubscriptionsRequest, ModifyZonesRequest, RecordLookup, RecordResult, RecordsResponse,
     Subscription, SubscriptionOperation, SubscriptionOperationType, SubscriptionResult,
     TokenCreateRequest, TokenCreateResponse, TokenRegisterRequest, UserIdentity, UsersResponse,
-    WireZoneId, ZoneChangesQuery, ZoneChangesRequest, ZoneChangesResponse, ZoneChangesResult,
-    ZoneOperation, ZoneOperationType, ZoneResult, ZoneSpec, ZonesResponse,
+    WireRecord, WireZoneId, ZoneChangesQuery, ZoneChangesRequest, ZoneChangesResponse,
+    ZoneChangesResult, ZoneOperation, ZoneOperationType, ZoneResult, ZoneSpec, ZonesResponse,
 };
 use skysync_model::{
     ChangeToken, CloudError, ErrorScope, ModelError, Record, RecordId, ServerError,
@@ -465,13 +465,30 @@ impl CloudKitClient {
         out
     }
 
-    /// Looks up the server copies of records that met a conflict without one attached.
-    async fn server_copies(
-        &self,
-        zone: &ZoneId,
-        names: Vec<String>,
-    ) -> Result<Vec<LookupOutcome>, CloudError> {
-        self.lookup(zone.clone(), names).await
+    /// A zone as the server named it, as the model names it. The private and public databases hold
+    /// only the caller's own zones, so the owner the server adds (CloudKit does, live) is dropped:
+    /// `None` means the caller, as in the zones the session asked about. Shared zones keep their
+    /// owner.
+    fn local_zone(&self, zone: ZoneId) -> ZoneId {
+        match self.inner.database {
+            DatabaseScope::Shared => zone,
+            DatabaseScope::Private | DatabaseScope::Public => ZoneId {
+                owner_record_name: None,
+                ..zone
+            },
+        }
+    }
+
+    /// Parses a record answered for a request about `requested` and names its zone the way the
+    /// request did.
+    fn record_in(&self, requested: &ZoneId, wire: &WireRecord) -> Result<Record, ModelError> {
+        let mut record = Record::from_wire(requested, wire)?;
+        record.id.zone = if record.id.zone.zone_name == requested.zone_name {
+            requested.clone()
+        } else {
+            self.local_zone(record.id.zone)
+        };
+        Ok(record)
     }
 
     async fn modify(&self, batch: ModifyBatch) -> Result<Vec<ModifyOutcome>, CloudError> {
@@ -540,7 +557,7 @@ impl CloudKitClient {
                             match item
                                 .server_record
                                 .as_deref()
-                                .map(|w| Record::from_wire(&zone, w))
+                                .map(|w| self.record_in(&zone, w))
                             {
                                 Some(Ok(server)) if server.system.is_some() => {
                                     ModifyOutcome::Conflict {
@@ -597,7 +614,7 @@ impl CloudKitClient {
             .filter_map(|(index, _)| outcomes.get(*index))
             .map(|outcome| outcome.id().record_name.clone())
             .collect();
-        let looked_up = self.server_copies(zone, names).await;
+        let looked_up = self.lookup(zone.clone(), names).await;
         for (position, (index, conflict)) in pending.into_iter().enumerate() {
             let Some(slot) = outcomes.get_mut(index) else {
                 continue;
@@ -688,7 +705,7 @@ impl CloudKitClient {
             .map(|(name, result)| {
                 let id = RecordId::new(zone.clone(), name);
                 match result {
-                    RecordResult::Record(wire) => match Record::from_wire(&zone, &wire) {
+                    RecordResult::Record(wire) => match self.record_in(&zone, &wire) {
                         Ok(record) => LookupOutcome::Found(record),
                         Err(e) => LookupOutcome::Failed {
                             id,
@@ -763,15 +780,18 @@ impl CloudKitClient {
                     let name = wire.record_name.clone().ok_or(CloudError::Incompatible(
                         ModelError::MissingKey { key: "recordName" },
                     ))?;
-                    let record_zone = wire
-                        .zone_id
-                        .as_ref()
-                        .map_or_else(|| zone.clone(), WireZoneId::to_zone_id);
+                    let record_zone = match &wire.zone_id {
+                        Some(wire_zone) if wire_zone.zone_name != zone.zone_name => {
+                            self.local_zone(wire_zone.to_zone_id())
+                        }
+                        _ => zone.clone(),
+                    };
                     page.deleted.push(RecordId::new(record_zone, name));
                 }
                 RecordResult::Record(wire) => {
-                    let record =
-                        Record::from_wire(&zone, &wire).map_err(CloudError::Incompatible)?;
+                    let record = self
+                        .record_in(&zone, &wire)
+                        .map_err(CloudError::Incompatible)?;
                     page.changed.push(record);
                 }
             }
@@ -800,9 +820,12 @@ impl CloudKitClient {
                     return Err(CloudError::Server(error.to_server_error(200)));
                 }
                 ZoneResult::Zone(zone) if zone.deleted == Some(true) => {
-                    page.deleted_zones.push(zone.zone_id.to_zone_id());
+                    page.deleted_zones
+                        .push(self.local_zone(zone.zone_id.to_zone_id()));
                 }
-                ZoneResult::Zone(zone) => page.changed_zones.push(zone.zone_id.to_zone_id()),
+                ZoneResult::Zone(zone) => page
+                    .changed_zones
+                    .push(self.local_zone(zone.zone_id.to_zone_id())),
             }
         }
         Ok(page)
@@ -943,6 +966,11 @@ impl CloudKitClient {
             })
             .await?;
         self.decode(&raw, operation)
+    }
+
+    /// A zone named by a notification, as the model names it (see `local_zone`).
+    pub(crate) fn notified_zone(&self, zone: ZoneId) -> ZoneId {
+        self.local_zone(zone)
     }
 
     /// One long-poll of the notification courier. The courier URL is a capability of its own: no
