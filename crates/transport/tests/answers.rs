@@ -248,6 +248,7 @@ async fn a_proxy_page_is_transient_and_quoted_without_the_tokens() {
         status: 502,
         content_type: "text/html",
         headers: Vec::new(),
+        hold: false,
         body: "<html><body>Bad Gateway for /x?ckAPIToken=api-token-1234&ckWebAuthToken=web-token-5678\n</body></html>".into(),
     }])
     .await;

@@ -16,6 +16,8 @@ pub struct Captured {
     pub headers: Vec<(String, String)>,
     /// The body bytes.
     pub body: Vec<u8>,
+    /// For a held answer: whether the client closed the connection while waiting.
+    pub closed_by_client: bool,
 }
 
 impl Captured {
@@ -48,6 +50,8 @@ pub struct Canned {
     pub headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: String,
+    /// Never answer: hold the connection until the client closes it.
+    pub hold: bool,
 }
 
 impl Canned {
@@ -63,17 +67,40 @@ impl Canned {
             content_type: "application/json; charset=UTF-8",
             headers: Vec::new(),
             body: body.to_owned(),
+            hold: false,
+        }
+    }
+
+    /// An answer that never comes: the listener waits until the client hangs up.
+    pub fn hold() -> Self {
+        Canned {
+            hold: true,
+            ..Canned::ok("")
         }
     }
 }
 
 /// Serves one connection per canned answer, in order, and returns what each request carried.
 pub async fn capture(answers: Vec<Canned>) -> (String, tokio::task::JoinHandle<Vec<Captured>>) {
+    let (base, task, _arrivals) = capture_with_arrivals(answers).await;
+    (base, task)
+}
+
+/// Like [`capture`], and also reports the index of each request as soon as it has arrived (before
+/// it is answered or held).
+pub async fn capture_with_arrivals(
+    answers: Vec<Canned>,
+) -> (
+    String,
+    tokio::task::JoinHandle<Vec<Captured>>,
+    tokio::sync::mpsc::UnboundedReceiver<usize>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut seen = Vec::new();
-        for answer in answers {
+        for (index, answer) in answers.into_iter().enumerate() {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut buffer = Vec::new();
             let header_end = loop {
@@ -109,6 +136,29 @@ pub async fn capture(answers: Vec<Canned>) -> (String, tokio::task::JoinHandle<V
                 assert!(n > 0, "client closed mid-body");
                 body.extend_from_slice(&chunk[..n]);
             }
+            let _ = arrived.send(index);
+            if answer.hold {
+                let mut rest = [0u8; 1024];
+                let closed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                    // Bounded by the timeout; a read of 0 bytes is the client hanging up.
+                    loop {
+                        match socket.read(&mut rest).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                seen.push(Captured {
+                    method,
+                    target,
+                    headers,
+                    body,
+                    closed_by_client: closed,
+                });
+                continue;
+            }
             let mut reply = format!(
                 "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
                 answer.status,
@@ -127,9 +177,10 @@ pub async fn capture(answers: Vec<Canned>) -> (String, tokio::task::JoinHandle<V
                 target,
                 headers,
                 body,
+                closed_by_client: false,
             });
         }
         seen
     });
-    (base, task)
+    (base, task, arrivals)
 }
