@@ -283,3 +283,19 @@ async fn a_json_answer_of_the_wrong_shape_is_transient_and_quotes_no_values() {
     assert!(text.contains("changes/zone"), "{text}");
     assert!(!text.contains("private-name"), "{text}");
 }
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_connect_failure_whose_detail_has_no_tokens() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let err = client(&base).current_user().await.unwrap_err();
+    let CloudError::Network { kind, detail } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*kind, skysync_model::NetworkFailure::Connect, "{detail}");
+    assert!(!detail.contains("api-token-1234"), "{detail}");
+    assert!(!detail.contains("web-token-5678"), "{detail}");
+    assert!(!detail.contains("ckAPIToken"), "{detail}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+}

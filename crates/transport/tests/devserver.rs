@@ -564,6 +564,43 @@ async fn updating_a_missing_record_rejects_that_item_only() {
 }
 
 #[tokio::test]
+async fn deleting_a_record_the_server_no_longer_has_counts_as_deleted() {
+    let server = server().await;
+    let client = client(&server);
+    let zone = ZoneId::new("Deletes");
+    let saved = seed(&client, &zone, vec![note(&zone, "once", "x")]).await;
+    let delete = PendingChange::Delete {
+        id: saved[0].id.clone(),
+        change_tag: saved[0].change_tag().cloned(),
+    };
+    let first = client
+        .modify_records(ModifyBatch::new(zone.clone(), vec![delete.clone()]).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&first[0], ModifyOutcome::Deleted { .. }),
+        "{first:?}"
+    );
+    let never_confirmed = PendingChange::Delete {
+        id: RecordId::new(zone.clone(), "never-saved"),
+        change_tag: None,
+    };
+    let again = client
+        .modify_records(ModifyBatch::new(zone, vec![delete, never_confirmed]).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again[0], ModifyOutcome::Deleted { .. }),
+        "{again:?}"
+    );
+    assert!(
+        matches!(&again[1], ModifyOutcome::Deleted { .. }),
+        "{again:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_failed_atomic_batch_is_answered_per_record() {
     let server = server().await;
     let client = client(&server);
