@@ -172,7 +172,8 @@ pub struct StoreActor;
 /// The store actor's state: the open file and its writer thread.
 #[derive(Debug)]
 pub struct StoreState {
-    db: Arc<Database>,
+    /// `None` once the actor stopped (the file is released on a blocking thread).
+    db: Option<Arc<Database>>,
     mirror: Mirror,
     writer: Option<Writer>,
 }
@@ -198,7 +199,13 @@ impl StoreState {
         reply: Reply<T>,
         f: impl FnOnce(&Mirror, &ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) {
-        let db = Arc::clone(&self.db);
+        let Some(db) = self.db.clone() else {
+            let _ = reply.send(Err(StoreError::Stopped {
+                operation: "read",
+                detail: "the store is stopping".into(),
+            }));
+            return;
+        };
         let mirror = self.mirror.clone();
         let result = tokio::task::spawn_blocking(move || {
             let txn = db
@@ -232,7 +239,7 @@ impl Actor for StoreActor {
         let mirror = file.mirror().clone();
         let writer = Writer::start(Arc::clone(&db), mirror.clone())?;
         Ok(StoreState {
-            db,
+            db: Some(db),
             mirror,
             writer: Some(writer),
         })
@@ -245,7 +252,7 @@ impl Actor for StoreActor {
     ) -> Result<(), ActorProcessingErr> {
         let writer = state.writer.take();
         // Finishing queued commits, joining the thread and closing the file are blocking.
-        let db = Arc::clone(&state.db);
+        let db = state.db.take();
         tokio::task::spawn_blocking(move || {
             if let Some(writer) = writer {
                 writer.shutdown();

@@ -599,7 +599,8 @@ impl Mirror {
         let limit = limit.max(1);
         let prefix = self.zone_key(zone)?;
         let after_key = after.map(|id| self.record_key(id)).transpose()?;
-        let mut found = self.records_with_prefix(txn, &prefix, after_key.as_deref(), limit + 1)?;
+        let mut found =
+            self.records_with_prefix(txn, &prefix, after_key.as_deref(), limit.saturating_add(1))?;
         let more = found.len() > limit;
         found.truncate(limit);
         let records: Vec<Record> = found.into_iter().map(|(_, r)| r).collect();
