@@ -7,7 +7,7 @@ use crate::types::{
     CommitReceipt, ConfirmOutcome, ConfirmedChange, FetchOutcome, FetchedPage, LocalChange,
     RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, ZoneRemoval, ZoneReset,
 };
-use crate::writer::{TypedJob, WriteJob, Writer};
+use crate::writer::{TypedJob, WriteJob, Writer, WriterStats};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, call_t};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use skysync_model::{ChangeToken, Record, RecordId, ZoneId};
@@ -161,6 +161,11 @@ pub enum StoreMsg {
     TaggedCount {
         /// The count.
         reply: Reply<u64>,
+    },
+    /// Report what the writer thread has done.
+    WriterStats {
+        /// The counts.
+        reply: Reply<WriterStats>,
     },
 }
 
@@ -344,6 +349,11 @@ impl Actor for StoreActor {
             }
             StoreMsg::TaggedCount { reply } => {
                 state.read(reply, |m, txn| m.tagged_count(txn)).await;
+            }
+            StoreMsg::WriterStats { reply } => {
+                let stats = state.writer.as_ref().map(Writer::stats).unwrap_or_default();
+                // A caller that gave up waiting has dropped its port.
+                let _ = reply.send(Ok(stats));
             }
         }
         Ok(())
@@ -533,6 +543,13 @@ impl StoreHandle {
     /// How many records hold a change tag.
     pub async fn tagged_count(&self) -> Result<u64, StoreError> {
         self.call("tagged_count", |reply| StoreMsg::TaggedCount { reply })
+            .await
+    }
+
+    /// What the writer thread has done since the actor started: commits made and operations
+    /// committed (their ratio is how many writes share one fsync).
+    pub async fn writer_stats(&self) -> Result<WriterStats, StoreError> {
+        self.call("writer_stats", |reply| StoreMsg::WriterStats { reply })
             .await
     }
 

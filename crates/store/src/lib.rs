@@ -64,3 +64,4 @@ pub use types::{
     RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, TombstoneState, ZoneRemoval,
     ZoneReset,
 };
+pub use writer::WriterStats;

@@ -15,6 +15,7 @@ use crate::mirror::Mirror;
 use ractor::RpcReplyPort;
 use redb::{Database, Durability, WriteTransaction};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
@@ -76,25 +77,67 @@ where
     }
 }
 
+/// Counts of what the writer thread did, since it started.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    commits: AtomicU64,
+    committed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl WriterCounters {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            committed_operations: self.committed.load(Ordering::Relaxed),
+            failed_operations: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What the store's writer thread has done since the actor started: how well group commit shares
+/// commits between writers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Durable commits made (one fsync each).
+    pub commits: u64,
+    /// Write operations committed (saves, confirmations, pages, ...).
+    pub committed_operations: u64,
+    /// Write operations answered with an error.
+    pub failed_operations: u64,
+}
+
 /// The writer thread and the channel to it.
 #[derive(Debug)]
 pub(crate) struct Writer {
     sender: Sender<Box<dyn WriteJob>>,
     thread: JoinHandle<()>,
+    counters: Arc<WriterCounters>,
 }
 
 impl Writer {
     /// Starts the writer thread over `db`.
     pub(crate) fn start(db: Arc<Database>, mirror: Mirror) -> Result<Writer, StoreError> {
         let (sender, receiver) = channel();
+        let counters = Arc::new(WriterCounters::default());
+        let thread_counters = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("skysync-store-writer".into())
-            .spawn(move || run(&db, &mirror, &receiver))
+            .spawn(move || run(&db, &mirror, &receiver, &thread_counters))
             .map_err(|e| StoreError::Stopped {
                 operation: "start writer",
                 detail: e.to_string(),
             })?;
-        Ok(Writer { sender, thread })
+        Ok(Writer {
+            sender,
+            thread,
+            counters,
+        })
+    }
+
+    /// What the thread has done so far.
+    pub(crate) fn stats(&self) -> WriterStats {
+        self.counters.snapshot()
     }
 
     /// Hands an operation to the writer thread. Never blocks. If the thread is gone, the operation
@@ -122,7 +165,12 @@ impl std::fmt::Debug for dyn WriteJob {
     }
 }
 
-fn run(db: &Database, mirror: &Mirror, receiver: &Receiver<Box<dyn WriteJob>>) {
+fn run(
+    db: &Database,
+    mirror: &Mirror,
+    receiver: &Receiver<Box<dyn WriteJob>>,
+    counters: &WriterCounters,
+) {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -131,7 +179,7 @@ fn run(db: &Database, mirror: &Mirror, receiver: &Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
-        commit_group(db, mirror, group);
+        commit_group(db, mirror, group, counters);
     }
 }
 
@@ -141,10 +189,20 @@ enum GroupResult {
     TransactionFailed(String),
 }
 
-fn commit_group(db: &Database, mirror: &Mirror, mut group: Vec<Box<dyn WriteJob>>) {
+fn commit_group(
+    db: &Database,
+    mirror: &Mirror,
+    mut group: Vec<Box<dyn WriteJob>>,
+    counters: &WriterCounters,
+) {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     loop {
         match try_group(db, mirror, &mut group) {
             GroupResult::Committed => {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .committed
+                    .fetch_add(count(group.len()), Ordering::Relaxed);
                 for job in group {
                     job.finish(Ok(()));
                 }
@@ -152,12 +210,16 @@ fn commit_group(db: &Database, mirror: &Mirror, mut group: Vec<Box<dyn WriteJob>
             }
             GroupResult::JobFailed(index, error) => {
                 let failed = group.remove(index);
+                counters.failed.fetch_add(1, Ordering::Relaxed);
                 failed.finish(Err(error));
                 if group.is_empty() {
                     return;
                 }
             }
             GroupResult::TransactionFailed(detail) => {
+                counters
+                    .failed
+                    .fetch_add(count(group.len()), Ordering::Relaxed);
                 for job in group {
                     job.finish(Err(StoreError::CommitFailed {
                         file: mirror.file().to_path_buf(),

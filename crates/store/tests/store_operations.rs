@@ -1,0 +1,542 @@
+//! The store's operations beyond the invariants: group commit, reads by type and zone, the tagged
+//! count, zone reset and removal, and the edge cases of confirmations and resolutions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use redb::WriteTransaction;
+use skysync_model::{ChangeToken, Record, RecordId, ZoneId};
+use skysync_queue::OutboxEntry;
+use skysync_store::{
+    ConfirmedChange, FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreError,
+};
+use std::sync::mpsc;
+
+/// Holds the database's write lock until released, so that the store's writer thread blocks and
+/// every write sent meanwhile queues up for the next group.
+struct WriteLock {
+    release: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WriteLock {
+    async fn take(engine: &Engine) -> WriteLock {
+        let db = engine.file.database().clone();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let txn: WriteTransaction = db.begin_write().unwrap();
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            txn.abort().unwrap();
+        });
+        held_rx.await.unwrap();
+        WriteLock { release, thread }
+    }
+
+    fn release(self) {
+        self.release.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+/// Lets every spawned task send its message, then makes sure the actor has forwarded them all: a
+/// read sent afterwards is answered only after the actor handled every earlier message.
+async fn settle(engine: &Engine) {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    engine.store.tagged_count().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_saves_share_one_durable_commit() {
+    let engine = Engine::start().await;
+    let before = engine.store.writer_stats().await.unwrap();
+    let lock = WriteLock::take(&engine).await;
+    let mut saves = Vec::new();
+    for i in 0..64 {
+        let store = engine.store.clone();
+        saves.push(tokio::spawn(async move {
+            store.save(note(&format!("r{i:02}"), "x")).await
+        }));
+    }
+    settle(&engine).await;
+    lock.release();
+    let mut seqs = Vec::new();
+    for save in saves {
+        seqs.push(save.await.unwrap().unwrap());
+    }
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 64, "every save got its own version");
+    let after = engine.store.writer_stats().await.unwrap();
+    assert_eq!(after.committed_operations - before.committed_operations, 64);
+    assert!(
+        after.commits - before.commits <= 2,
+        "64 queued saves took {} commits",
+        after.commits - before.commits
+    );
+    assert_eq!(engine.queue.depth().await.unwrap().pending, 64);
+    // And all of it is on disk.
+    let engine = engine.restart().await;
+    assert_eq!(engine.queue.depth().await.unwrap().pending, 64);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_write_in_a_group_fails_alone() {
+    let engine = Engine::start().await;
+    let before = engine.store.writer_stats().await.unwrap();
+    let lock = WriteLock::take(&engine).await;
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = engine.store.clone();
+        tasks.push(tokio::spawn(async move {
+            if i == 5 {
+                let bad = Record::new(RecordId::new(zone(), "bad"), "");
+                store
+                    .commit(vec![
+                        LocalChange::Save(note("half", "x")),
+                        LocalChange::Save(bad),
+                    ])
+                    .await
+                    .map(|_| ())
+            } else {
+                store.save(note(&format!("ok{i}"), "x")).await.map(|_| ())
+            }
+        }));
+    }
+    settle(&engine).await;
+    lock.release();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        if i == 5 {
+            assert!(
+                matches!(result, Err(StoreError::InvalidRecord { .. })),
+                "{result:?}"
+            );
+        } else {
+            result.unwrap();
+        }
+    }
+    let after = engine.store.writer_stats().await.unwrap();
+    assert_eq!(after.committed_operations - before.committed_operations, 9);
+    assert_eq!(after.failed_operations - before.failed_operations, 1);
+    assert!(engine.store.record(id("half")).await.unwrap().is_none());
+    assert_eq!(engine.queue.depth().await.unwrap().pending, 9);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn the_store_sets_the_change_tag_not_the_app() {
+    let engine = Engine::start().await;
+    // The app passes a made-up tag on a new record: ignored.
+    engine
+        .store
+        .save(server_copy(&note("a", "1"), "forged"))
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.store.record(id("a")).await.unwrap().unwrap().system,
+        None
+    );
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn records_read_by_type_and_by_zone_in_pages() {
+    let engine = Engine::start().await;
+    let other = ZoneId::new("Other");
+    let mut changes = Vec::new();
+    for i in 0..25 {
+        changes.push(LocalChange::Save(note(&format!("n{i:02}"), "x")));
+    }
+    for i in 0..5 {
+        changes.push(LocalChange::Save(Record::new(
+            RecordId::new(other.clone(), format!("t{i}")),
+            "Task",
+        )));
+        changes.push(LocalChange::Save(Record::new(
+            RecordId::new(other.clone(), format!("n{i}")),
+            "Note",
+        )));
+    }
+    engine.store.commit(changes).await.unwrap();
+
+    let mut notes = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = engine
+            .store
+            .records_of_type("Note", after.clone(), 10)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.records.len() <= 10);
+        notes.extend(page.records.into_iter().map(|r| r.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(notes.len(), 30);
+    assert_eq!(pages, 3);
+    let mut unique = notes.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30, "a record appeared twice");
+
+    let tasks = engine
+        .store
+        .records_of_type("Task", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(tasks.records.len(), 5);
+    assert!(tasks.next.is_none());
+
+    let first = engine
+        .store
+        .records_in_zone(other.clone(), None, 4)
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 4);
+    let rest = engine
+        .store
+        .records_in_zone(other.clone(), first.next.clone(), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.records.len(), 6);
+    assert!(rest.next.is_none());
+    assert!(rest.records.iter().all(|r| r.id.zone == other));
+
+    // Changing a record's type moves it in the index; deleting removes it.
+    engine
+        .store
+        .save(Record::new(id("n00"), "Task"))
+        .await
+        .unwrap();
+    engine.store.delete(id("n01")).await.unwrap();
+    let notes = engine
+        .store
+        .records_of_type("Note", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(notes.records.len(), 28);
+    let tasks = engine
+        .store
+        .records_of_type("Task", None, 100)
+        .await
+        .unwrap();
+    assert_eq!(tasks.records.len(), 6);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn tagged_count_follows_confirmations_deletes_and_resets() {
+    let engine = Engine::start().await;
+    for name in ["a", "b", "c"] {
+        engine.store.save(note(name, "1")).await.unwrap();
+    }
+    assert_eq!(engine.store.tagged_count().await.unwrap(), 0);
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    assert_eq!(engine.store.tagged_count().await.unwrap(), 3);
+    engine.store.delete(id("a")).await.unwrap();
+    assert_eq!(engine.store.tagged_count().await.unwrap(), 2);
+    engine.store.reset_zone(zone()).await.unwrap();
+    assert_eq!(engine.store.tagged_count().await.unwrap(), 0);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn reset_zone_forgets_tags_and_token_and_requeues_records_as_creates() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    for name in ["a", "b", "c"] {
+        store.save(note(name, "1")).await.unwrap();
+    }
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store
+        .apply_fetched(FetchedPage {
+            zone: zone(),
+            changed: vec![],
+            deleted: vec![],
+            token: ChangeToken("tok".into()),
+        })
+        .await
+        .unwrap();
+    store.save(note("b", "2")).await.unwrap();
+    store.delete(id("c")).await.unwrap();
+    let other = RecordId::new(ZoneId::new("Other"), "o");
+    store
+        .save(Record::new(other.clone(), "Note"))
+        .await
+        .unwrap();
+
+    let reset = store.reset_zone(zone()).await.unwrap();
+    assert_eq!(reset.requeued, 1, "only a had nothing pending");
+    assert_eq!(store.change_token(zone()).await.unwrap(), None);
+    assert_eq!(store.merge_base(id("a")).await.unwrap(), None);
+    let batch = engine.queue.next_batch().await.unwrap();
+    for change in batch.changes() {
+        if change.record_id().zone == zone() {
+            assert_eq!(change.change.change_tag(), None, "{:?}", change.record_id());
+        }
+    }
+    let names: Vec<_> = batch
+        .changes()
+        .iter()
+        .map(|c| c.record_id().record_name.clone())
+        .collect();
+    assert_eq!(names, ["b", "c", "o", "a"]);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn forget_token_drops_only_the_token() {
+    let engine = Engine::start().await;
+    let page = FetchedPage {
+        zone: zone(),
+        changed: vec![server_copy(&note("a", "s"), "t1")],
+        deleted: vec![],
+        token: ChangeToken("tok".into()),
+    };
+    engine.store.apply_fetched(page).await.unwrap();
+    assert!(engine.store.forget_token(zone()).await.unwrap());
+    assert!(!engine.store.forget_token(zone()).await.unwrap());
+    assert_eq!(engine.store.change_token(zone()).await.unwrap(), None);
+    let a = engine.store.record(id("a")).await.unwrap().unwrap();
+    assert_eq!(a.change_tag(), Some(&tag("t1")));
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn remove_zone_removes_its_data_and_pending_changes_only() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "1")).await.unwrap();
+    store.save(note("b", "1")).await.unwrap();
+    store.delete(id("c")).await.unwrap();
+    let other = RecordId::new(ZoneId::new("Other"), "o");
+    store
+        .save(Record::new(other.clone(), "Note"))
+        .await
+        .unwrap();
+    store
+        .apply_fetched(FetchedPage {
+            zone: zone(),
+            changed: vec![server_copy(&note("s", "1"), "t")],
+            deleted: vec![],
+            token: ChangeToken("tok".into()),
+        })
+        .await
+        .unwrap();
+
+    let removal = store.remove_zone(zone()).await.unwrap();
+    assert_eq!(removal.records, 3);
+    assert_eq!(removal.tombstones, 1);
+    assert_eq!(removal.changes, 3);
+    assert!(
+        store
+            .records_in_zone(zone(), None, 10)
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    assert_eq!(store.change_token(zone()).await.unwrap(), None);
+    assert!(store.tombstone(id("c")).await.unwrap().is_none());
+    assert!(store.record(other.clone()).await.unwrap().is_some());
+    let batch = engine.queue.next_batch().await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch.changes()[0].record_id(), &other);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_confirmed_delete_of_a_record_recreated_since_makes_the_save_a_create() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "1")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store.delete(id("a")).await.unwrap();
+    let delete_batch = engine.queue.next_batch().await.unwrap();
+    store.save(note("a", "again")).await.unwrap();
+    let outcome = engine.confirm_all(&delete_batch, "unused").await;
+    assert_eq!(outcome.still_pending, vec![id("a")]);
+    let a = store.record(id("a")).await.unwrap().unwrap();
+    assert_eq!(text(&a), "again");
+    assert_eq!(a.system, None);
+    let next = engine.queue.next_batch().await.unwrap();
+    assert_eq!(next.changes()[0].change.change_tag(), None);
+    assert!(!next.changes()[0].change.is_delete());
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_delete_of_a_locally_edited_record_keeps_the_edit_and_reports_it() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "1")).await.unwrap();
+    store.save(note("b", "1")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store.save(note("a", "edited")).await.unwrap();
+    let outcome = store
+        .apply_fetched(FetchedPage {
+            zone: zone(),
+            changed: vec![],
+            deleted: vec![id("a"), id("b")],
+            token: ChangeToken("tok".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.deleted_with_local_changes, vec![id("a")]);
+    assert_eq!(outcome.removed, 1);
+    assert_eq!(
+        text(&store.record(id("a")).await.unwrap().unwrap()),
+        "edited"
+    );
+    assert_eq!(store.merge_base(id("a")).await.unwrap(), None);
+    assert!(store.record(id("b")).await.unwrap().is_none());
+    assert!(
+        store.tombstone(id("b")).await.unwrap().is_none(),
+        "a server delete needs no tombstone"
+    );
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_fetched_echo_of_our_own_confirmed_save_is_not_a_conflict() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "1")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store.save(note("a", "2")).await.unwrap();
+    let outcome = store
+        .apply_fetched(FetchedPage {
+            zone: zone(),
+            changed: vec![server_copy(&note("a", "1"), "t1")],
+            deleted: vec![],
+            token: ChangeToken("tok".into()),
+        })
+        .await
+        .unwrap();
+    assert!(outcome.conflicts.is_empty());
+    assert_eq!(text(&store.record(id("a")).await.unwrap().unwrap()), "2");
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_resolution_for_a_record_deleted_meanwhile_lets_the_delete_win() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "1")).await.unwrap();
+    let seq = store
+        .pending_change(id("a"))
+        .await
+        .unwrap()
+        .map(|e| e.seq());
+    store.delete(id("a")).await.unwrap();
+    let server = server_copy(&note("a", "server"), "t9");
+    let outcome = store
+        .commit_resolved(ResolvedConflict {
+            record: note("a", "merged"),
+            server,
+            local_seq: seq,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, ResolveOutcome::DeletedLocally);
+    assert!(store.record(id("a")).await.unwrap().is_none());
+    match store.pending_change(id("a")).await.unwrap() {
+        Some(OutboxEntry::Pending(q)) => {
+            assert!(q.change.is_delete());
+            assert_eq!(q.change.change_tag(), Some(&tag("t9")));
+        }
+        other => panic!("expected the pending delete, got {other:?}"),
+    }
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_typed_error_not_a_panic() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    let empty_name = Record::new(RecordId::new(zone(), ""), "Note");
+    assert!(matches!(
+        store.save(empty_name).await,
+        Err(StoreError::InvalidRecord { .. })
+    ));
+    assert!(matches!(
+        store.delete(RecordId::new(ZoneId::new(""), "x")).await,
+        Err(StoreError::InvalidRecord { .. })
+    ));
+    let wrong_zone = FetchedPage {
+        zone: zone(),
+        changed: vec![server_copy(
+            &Record::new(RecordId::new(ZoneId::new("Other"), "x"), "Note"),
+            "t",
+        )],
+        deleted: vec![],
+        token: ChangeToken("tok".into()),
+    };
+    assert!(matches!(
+        store.apply_fetched(wrong_zone).await,
+        Err(StoreError::InvalidPage { .. })
+    ));
+    assert!(matches!(
+        store
+            .confirm_sent(vec![ConfirmedChange::Saved {
+                seq: skysync_queue::ChangeSeq(1),
+                record: note("a", "no tag"),
+            }])
+            .await,
+        Err(StoreError::InvalidConfirmation { .. })
+    ));
+    assert!(matches!(
+        store
+            .commit_resolved(ResolvedConflict {
+                record: note("a", "x"),
+                server: server_copy(&note("b", "x"), "t"),
+                local_seq: None,
+            })
+            .await,
+        Err(StoreError::InvalidConfirmation { .. })
+    ));
+    // A zero page size still makes progress.
+    store.save(note("a", "1")).await.unwrap();
+    let page = store.records_in_zone(zone(), None, 0).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    // The store is fine afterwards.
+    assert_eq!(engine.queue.depth().await.unwrap().pending, 1);
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_file_is_refused() {
+    let engine = Engine::start().await;
+    match skysync_store::StoreFile::open_async(&engine.path).await {
+        Err(StoreError::AlreadyOpen { file }) => assert_eq!(file, engine.path),
+        other => panic!("expected AlreadyOpen, got {other:?}"),
+    }
+    engine.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopped_store_answers_with_a_typed_error() {
+    let engine = Engine::start().await;
+    let store = engine.store.clone();
+    engine.stop().await;
+    assert!(matches!(
+        store.save(note("a", "1")).await,
+        Err(StoreError::Stopped { .. })
+    ));
+}
