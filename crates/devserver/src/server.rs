@@ -863,3 +863,59 @@ async fn courier_poll(State(app): State<Shared>, Path(token): Path<String>, uri:
 async fn sign_in() -> Response {
     json_ok(&serde_json::json!({ "ckWebAuthToken": auth::new_web_token() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a handler bug")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_and_serving_goes_on() {
+        let router = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(catch_panic));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = tokio::spawn(async move { axum::serve(listener, router).await });
+        let client = reqwest::Client::new();
+        for _ in 0..2 {
+            let response = client
+                .get(format!("http://{addr}/boom"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["serverErrorCode"], "INTERNAL_ERROR");
+        }
+        let fine = client
+            .get(format!("http://{addr}/fine"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fine.status(), StatusCode::OK);
+        serving.abort();
+    }
+
+    #[test]
+    fn every_endpoint_has_one_method_and_users_endpoints_need_a_user() {
+        for (operation, method) in [
+            ("records/modify", Method::POST),
+            ("zones/list", Method::GET),
+            ("subscriptions/list", Method::GET),
+            ("users/caller", Method::GET),
+            ("changes/zone", Method::POST),
+        ] {
+            let endpoint = Endpoint::database_operation(operation).unwrap();
+            assert_eq!(endpoint.method(), method, "{operation}");
+        }
+        assert!(Endpoint::database_operation("records/explode").is_none());
+        assert!(Endpoint::UsersCaller.needs_user() && Endpoint::UsersCaller.is_users());
+        assert!(!Endpoint::RecordsLookup.needs_user());
+        assert!(Endpoint::ChangesZone.private_only());
+    }
+}
