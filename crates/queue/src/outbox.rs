@@ -318,8 +318,8 @@ impl Outbox {
         Ok(out)
     }
 
-    /// Makes parked changes pending again, at the front of the outbox (oldest first): all of them, or
-    /// only those of the given records. Returns how many.
+    /// Makes parked changes pending again, at the front of the outbox (oldest first), each under a
+    /// new number: all of them, or only those of the given records. Returns how many.
     pub fn retry_parked(
         &self,
         txn: &WriteTransaction,
@@ -350,7 +350,9 @@ impl Outbox {
         let mut pending = self.st(txn.open_table(PENDING))?;
         for (key, parked) in chosen.iter().rev() {
             self.st(parked_table.remove(key.as_slice()))?;
-            let bytes = self.encode_entry(parked.seq, parked.change.clone())?;
+            // A retry is a new attempt: a new number, so no batch formed before it can acknowledge it.
+            let seq = ChangeSeq(self.next_counter(&mut meta, NEXT_SEQ_KEY)?);
+            let bytes = self.encode_entry(seq, parked.change.clone())?;
             let pos = self.front_position(&mut meta)?;
             self.st(pending.insert(pos, bytes.as_slice()))?;
             self.st(by_record.insert(key.as_slice(), pos))?;

@@ -302,7 +302,14 @@ async fn a_parked_change_is_listed_with_its_reason_skipped_and_retried_on_demand
 
     assert_eq!(f.queue.retry_parked(None).await.unwrap(), 1);
     assert!(f.queue.parked().await.unwrap().is_empty());
-    assert_eq!(f.next_names(BatchLimits::default()).await, ["a", "b"]);
+    let retried = f.queue.next_batch().await.unwrap();
+    assert_eq!(names(&retried), ["a", "b"]);
+    // A new attempt under a new number: the batch that carried the refused version cannot remove it.
+    assert!(retried.changes()[0].seq > seq_a);
+    let mut stale = batch;
+    stale.retain(|c| c.record_id() == &id("a"));
+    assert_eq!(f.queue.ack(stale).await.unwrap(), 0);
+    assert_eq!(f.queue.depth().await.unwrap().pending, 2);
 }
 
 #[tokio::test]
