@@ -3,8 +3,8 @@
 //!
 //! Each requester has its own bucket of `N` requests that refills at `N` per second (governor's GCRA),
 //! so a burst of up to `N` requests passes at once and sustained traffic is held to `N` per second.
-//! Requesters are told apart by their web auth token's user, else by their server-to-server key id,
-//! else they share one anonymous bucket. Only CloudKit requests count; `/_dev/` control requests are
+//! Requesters are told apart by their server-to-server key id, else by the user their web auth token
+//! names, else they share one anonymous bucket. Only CloudKit requests count; `/_dev/` control requests are
 //! never limited.
 
 use std::num::NonZeroU32;
@@ -22,6 +22,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use skysync_model::ServerErrorCode;
 
+use crate::auth::web_token_user;
 use crate::reply::error_reply;
 use crate::s2s::KEY_ID_HEADER;
 
@@ -110,18 +111,19 @@ impl<C: Clock + Clone> RateLimit<C> {
     }
 }
 
-/// Who a request counts against: the web auth token's user, else the server-to-server key id, else
-/// the shared anonymous bucket.
+/// Who a request counts against, told apart the way authentication tells callers apart: a
+/// server-to-server key id, else the user a web auth token names (the same user before and after
+/// token rotation, see [`crate::auth::web_token_user`]), else the shared anonymous bucket.
 pub fn requester_of(request: &Request) -> String {
-    if let Some(token) = web_auth_token(request.uri()) {
-        return format!("web:{}", token_user(&token));
-    }
     if let Some(key_id) = request
         .headers()
         .get(KEY_ID_HEADER)
         .and_then(|value| value.to_str().ok())
     {
         return format!("s2s:{key_id}");
+    }
+    if let Some(token) = web_auth_token(request.uri()) {
+        return format!("web:{}", web_token_user(&token));
     }
     "anonymous".to_owned()
 }
@@ -133,11 +135,6 @@ fn web_auth_token(uri: &Uri) -> Option<String> {
         .into_iter()
         .find(|(name, value)| name == "ckWebAuthToken" && !value.is_empty())
         .map(|(_, value)| value)
-}
-
-/// The user part of a web auth token.
-fn token_user(token: &str) -> &str {
-    token
 }
 
 /// Applies the rate limit to CloudKit requests (`/database/…`, `/device/…`), answering
@@ -267,18 +264,31 @@ mod tests {
     }
 
     #[test]
-    fn requesters_are_told_apart_by_web_token_then_key_id() {
+    fn requesters_are_told_apart_by_key_id_then_web_token_user() {
         let path = "/database/1/iCloud.com.example/development/private/records/modify";
         assert_eq!(
             requester_of(&request(
                 &format!("{path}?ckAPIToken=api&ckWebAuthToken=alice%2Btoken"),
                 None
             )),
-            "web:alice+token"
+            format!("web:{}", web_token_user("alice+token"))
         );
         assert_eq!(
             requester_of(&request(&format!("{path}?ckAPIToken=api"), Some("key-1"))),
             "s2s:key-1"
+        );
+        assert_eq!(
+            requester_of(&request(
+                &format!("{path}?ckWebAuthToken=alice"),
+                Some("key-1")
+            )),
+            "s2s:key-1"
+        );
+        let rotated = crate::auth::rotated_web_token(&web_token_user("alice"));
+        assert_eq!(
+            requester_of(&request(&format!("{path}?ckWebAuthToken={rotated}"), None)),
+            requester_of(&request(&format!("{path}?ckWebAuthToken=alice"), None)),
+            "a rotated token counts against the same user"
         );
         assert_eq!(
             requester_of(&request(&format!("{path}?ckWebAuthToken="), None)),
