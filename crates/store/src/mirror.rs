@@ -151,7 +151,12 @@ impl Mirror {
         let old = self.get_record(txn, &key)?;
         let system = match &old {
             Some(old) => old.system.clone(),
-            None => self.take_tombstone(txn, &key)?.and_then(|t| t.system),
+            // Re-created after a local delete: while the delete is unconfirmed the server still has
+            // the record, so the save updates it; after, the server has none and the save creates it.
+            None => self
+                .take_tombstone(txn, &key)?
+                .filter(|t| t.state == TombstoneState::DeletePending)
+                .and_then(|t| t.system),
         };
         let mut local = record.clone();
         local.system = system;
@@ -167,7 +172,14 @@ impl Mirror {
         let prior = self.get_tombstone(txn, &key)?;
         let (record_type, system) = match (old, prior) {
             (Some(old), _) => (Some(old.record_type), old.system),
-            (None, Some(prior)) => (prior.record_type, prior.system),
+            (None, Some(prior)) => {
+                // A confirmed delete left no server copy whose tag could still be valid.
+                let system = match prior.state {
+                    TombstoneState::DeletePending => prior.system,
+                    TombstoneState::DeleteConfirmed => None,
+                };
+                (prior.record_type, system)
+            }
             (None, None) => (None, None),
         };
         let change_tag = system.as_ref().map(|s| s.change_tag.clone());

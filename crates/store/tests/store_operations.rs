@@ -380,6 +380,37 @@ async fn a_confirmed_delete_of_a_record_recreated_since_makes_the_save_a_create(
 }
 
 #[tokio::test]
+async fn re_creating_a_record_takes_the_tag_only_while_its_delete_is_unconfirmed() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "1")).await.unwrap();
+    store.save(note("b", "1")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+
+    // a: deleted and re-created before the delete was sent: an update of the server's record.
+    store.delete(id("a")).await.unwrap();
+    store.save(note("a", "again")).await.unwrap();
+    let a = store.record(id("a")).await.unwrap().unwrap();
+    assert_eq!(a.change_tag(), Some(&tag("t1")));
+
+    // b: the server confirmed the delete first: re-creating it is a create, without a tag.
+    store.delete(id("b")).await.unwrap();
+    let deletes = engine.queue.next_batch().await.unwrap();
+    let mut deletes_only = deletes.clone();
+    deletes_only.retain(|c| c.change.is_delete());
+    engine.confirm_all(&deletes_only, "unused").await;
+    store.save(note("b", "again")).await.unwrap();
+    let b = store.record(id("b")).await.unwrap().unwrap();
+    assert_eq!(b.system, None);
+    match store.pending_change(id("b")).await.unwrap() {
+        Some(OutboxEntry::Pending(q)) => assert_eq!(q.change.change_tag(), None),
+        other => panic!("expected b pending, got {other:?}"),
+    }
+    engine.stop().await;
+}
+
+#[tokio::test]
 async fn a_server_delete_of_a_locally_edited_record_keeps_the_edit_and_reports_it() {
     let engine = Engine::start().await;
     let store = &engine.store;
