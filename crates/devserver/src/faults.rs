@@ -41,6 +41,20 @@ pub const MAX_DELAY_MS: u64 = 5 * 60 * 1000;
 const MAX_FAULT_REQUEST_BYTES: usize = 64 * 1024;
 
 /// The armed faults of one dev server. Cloning shares the same set.
+///
+/// ```
+/// use skysync_devserver::faults::{FaultSpec, Faults};
+///
+/// let faults = Faults::default();
+/// let spec: FaultSpec = serde_json::from_str(
+///     r#"{"operation": "records/modify", "count": 2, "serverErrorCode": "THROTTLED", "retryAfter": 3}"#,
+/// )
+/// .unwrap();
+/// let armed = faults.arm(spec).unwrap();
+/// assert_eq!(armed.remaining, 2);
+/// assert_eq!(faults.armed().len(), 1);
+/// assert_eq!(faults.clear(), 1);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     inner: Arc<Mutex<ArmedFaults>>,
