@@ -1,8 +1,9 @@
 //! A CloudKit-compatible server for skysync's tests, demos and local development.
 //!
-//! It serves CloudKit Web Services (`/database/1/{container}/{environment}/{database}/{operation}` and
-//! `/device/1/{container}/{environment}/tokens/{create,register}`) on loopback, answers errors with
-//! CloudKit's own bodies, and can inject faults on demand under `/_dev/`.
+//! It serves CloudKit Web Services on loopback as `docs/cloudkit-web-services.md` describes it, answers
+//! errors with CloudKit's own bodies (`{uuid, serverErrorCode, reason, retryAfter?, redirectURL?}`
+//! with the code's HTTP status), and can inject faults on demand under `/_dev/`. Run it in process
+//! with [`DevServer::start`], or as the `skysync-devserver` binary.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -11,9 +12,82 @@
 //! let server = DevServer::start(ServerConfig::default()).await.unwrap();
 //! let url = server.base_url(); // "http://127.0.0.1:PORT"
 //! assert!(url.starts_with("http://127.0.0.1:"));
+//!
+//! let zones = reqwest::get(format!(
+//!     "{url}/database/1/iCloud.com.example.App/development/private/zones/list?ckWebAuthToken=me"
+//! ))
+//! .await
+//! .unwrap();
+//! assert_eq!(zones.status(), 200);
 //! server.shutdown().await.unwrap();
 //! # });
 //! ```
+//!
+//! # What it serves
+//!
+//! * `/database/1/{container}/{environment}/{public|private|shared}/…`: `records/modify` (all seven
+//!   operation types, atomic batches in custom zones), `records/lookup`, `records/query`,
+//!   `records/changes`, `changes/zone`, `changes/database`, `zones/list` (GET), `zones/lookup`,
+//!   `zones/modify`, `zones/changes` (`metaSyncToken`), `subscriptions/list` (GET),
+//!   `subscriptions/lookup`, `subscriptions/modify`, `users/caller` (GET), `users/current` (GET).
+//! * `/device/1/{container}/{environment}/tokens/create` and `…/tokens/register`.
+//! * `/_courier/{apnsToken}?timeout=SECONDS` (GET): the `webcourierURL` that `tokens/create` hands out.
+//!   It long-polls: it answers `{"notifications": [...]}` as soon as a subscription of the token's user
+//!   fires (a record written in a subscribed zone, or the zone deleted), or `{"notifications": []}`
+//!   after the timeout (default 30 s, at most 120 s). Notifications wait for the next poll.
+//! * `/_auth/signin` (GET): the `redirectURL` of `AUTHENTICATION_REQUIRED`; answers
+//!   `{"ckWebAuthToken": "…"}` with a token for a new user.
+//! * `/_dev/faults` (GET lists, POST arms, DELETE clears): fault injection (see [`faults`]).
+//!
+//! Data is kept per container and environment; each user has a private (and a shared) database, and
+//! the public database is shared by all.
+//!
+//! # Authentication
+//!
+//! * `ckAPIToken` must match [`ServerConfig::api_token`] when one is set (else `401
+//!   AUTHENTICATION_FAILED`).
+//! * Any non-empty `ckWebAuthToken` signs a user in; the user record name is derived from the token
+//!   (see [`auth`]). Every response to a web-auth request carries a rotated token in
+//!   `X-Apple-CloudKit-Web-Auth-Token` that names the same user; old tokens keep working.
+//! * Without a web token the private and shared databases answer `421 AUTHENTICATION_REQUIRED` with a
+//!   `redirectURL`; the public database can be read, but writes, subscriptions, `users/*` and tokens
+//!   need a user.
+//! * Server-to-server signed requests ([`s2s`]) are accepted on the public database only, acting as a
+//!   user derived from the key id; `users/*` refuse them.
+//!
+//! # Choices where CloudKit's behaviour is unknown or unspecified
+//!
+//! * A record over 1 MB (its `fields` as JSON) is refused per item with `LIMIT_EXCEEDED`; more than 200
+//!   operations (modify, lookup) refuse the whole request with `413 LIMIT_EXCEEDED`, as does a body
+//!   over [`ServerConfig::max_body_bytes`].
+//! * Two operations on one record in one request refuse the whole request (`400 BAD_REQUEST`).
+//! * `update`, `replace` and `delete` without a `recordChangeTag` are refused per item with
+//!   `BAD_REQUEST`; `forceDelete` of a missing record succeeds and changes nothing.
+//! * `CONFLICT` and `EXISTS` carry the server's current record as `serverRecord`.
+//! * Change tags are the database's change counter in hex: short, opaque, new on every write.
+//! * Sync tokens are opaque and bound to their database and zone; a token this server did not issue
+//!   for that zone (or issued for a deleted incarnation of it) is `CHANGE_TOKEN_EXPIRED` (410), per
+//!   zone in `changes/zone` and for the request in `records/changes` and `changes/database`.
+//!   Tombstones (`{recordName, recordType, deleted: true}`) are kept, so a fetch from no token sees
+//!   deletions too.
+//! * `changes/zone` (like `records/changes`) refuses the default zone per zone with `BAD_REQUEST`
+//!   "cannot get changes in default zone"; the change feeds refuse the public database.
+//! * `zones/changes` reports zones created or deleted; `changes/database` reports zones whose records
+//!   or existence changed. Custom zones cannot be created in the public database.
+//! * `records/query` supports `EQUALS` on a field or a system field (`recordName`,
+//!   `createdTimestamp`, `modifiedTimestamp`, `createdUserRecordName`, `modifiedUserRecordName`) and
+//!   one sort key; anything else is `BAD_REQUEST` naming what the dev server does not support. Results
+//!   are immediately consistent.
+//! * A wrong method is `405` with a CloudKit body whose code is `BAD_REQUEST`.
+//!
+//! # Storage
+//!
+//! With [`ServerConfig::data_dir`] everything (records with their tags and stamps, tombstones, change
+//! counters, zones, subscriptions, courier tokens) is kept in `devserver.redb` in that directory. Memory
+//! is the source of truth for serving; each mutating request is committed to redb (on a blocking thread,
+//! durably) before it is applied in memory and answered, so a crash loses nothing that was answered.
+//! Keys and domain values are encoded with `skysync_model::codec`; subscriptions (free-form JSON) with
+//! serde_json. A second server on the same directory is refused while the first runs.
 
 pub mod auth;
 mod changes;
@@ -71,6 +145,7 @@ impl Default for ServerConfig {
 /// store. Dropping it without `shutdown` stops accepting at the end of the runtime only.
 pub struct DevServer {
     addr: SocketAddr,
+    faults: faults::Faults,
     stop: tokio::sync::watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -87,7 +162,8 @@ impl DevServer {
             })?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let router = server::router(&config, addr, stopped.clone()).await?;
+        let faults = faults::Faults::default();
+        let router = server::router(&config, addr, stopped.clone(), faults.clone()).await?;
         let mut signal = stopped;
         let serving = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -100,6 +176,7 @@ impl DevServer {
         tracing::info!(%addr, "skysync dev server accepting connections");
         Ok(DevServer {
             addr,
+            faults,
             stop,
             serving,
         })
@@ -113,6 +190,11 @@ impl DevServer {
     /// The address the server listens on (with the port actually bound).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server's fault set, to arm faults in process (the same set `/_dev/faults` edits).
+    pub fn faults(&self) -> faults::Faults {
+        self.faults.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish (open courier long-polls answer at once),

@@ -143,11 +143,13 @@ pub(crate) struct App {
 
 type Shared = Arc<App>;
 
-/// Builds the complete router for `config`, listening at `addr`; `stopped` turns `true` at shutdown.
+/// Builds the complete router for `config`, listening at `addr`, with `faults` armed through
+/// `/_dev/faults`; `stopped` turns `true` at shutdown.
 pub(crate) async fn router(
     config: &ServerConfig,
     addr: SocketAddr,
     stopped: watch::Receiver<bool>,
+    faults: Faults,
 ) -> Result<Router, DevServerError> {
     let mut keys = ServerKeys::default();
     for (key_id, pem) in &config.s2s_keys {
@@ -194,7 +196,6 @@ pub(crate) async fn router(
         )
         .route("/_auth/signin", get(sign_in).fallback(support_wrong_method))
         .with_state(app);
-    let faults = Faults::default();
     Ok(Router::new()
         .merge(cloudkit)
         .merge(support)
