@@ -146,6 +146,7 @@ impl Default for ServerConfig {
 pub struct DevServer {
     addr: SocketAddr,
     faults: faults::Faults,
+    disk: Option<persist::Disk>,
     stop: tokio::sync::watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -163,7 +164,7 @@ impl DevServer {
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let faults = faults::Faults::default();
-        let router = server::router(&config, addr, stopped.clone(), faults.clone()).await?;
+        let (router, disk) = server::router(&config, addr, stopped.clone(), faults.clone()).await?;
         let mut signal = stopped;
         let serving = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -177,6 +178,7 @@ impl DevServer {
         Ok(DevServer {
             addr,
             faults,
+            disk,
             stop,
             serving,
         })
@@ -198,14 +200,20 @@ impl DevServer {
     }
 
     /// Stops accepting, lets in-flight requests finish (open courier long-polls answer at once),
-    /// and returns when serving has ended and every write is on disk.
+    /// and returns when serving has ended, every write is on disk and the data file is closed (so
+    /// that a new server can open the same directory at once).
     pub async fn shutdown(self) -> Result<(), DevServerError> {
         let _ = self.stop.send(true);
-        match self.serving.await {
+        let served = match self.serving.await {
             Ok(result) => result.map_err(DevServerError::Serve),
             Err(join) => Err(DevServerError::Serve(std::io::Error::other(format!(
                 "the serving task failed: {join}"
             )))),
+        };
+        // Every answered write is already committed; closing releases the file for the next server.
+        if let Some(disk) = self.disk {
+            disk.close().await?;
         }
+        served
     }
 }

@@ -10,7 +10,8 @@
 //! against reading a file written by a newer, incompatible dev server.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use skysync_model::codec;
@@ -31,10 +32,10 @@ const RECORDS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("records
 const SUBSCRIPTIONS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("subscriptions");
 const COURIER_TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("courier_tokens");
 
-/// An open data file.
+/// An open data file (until [`Disk::close`]).
 #[derive(Clone)]
 pub(crate) struct Disk {
-    db: Arc<redb::Database>,
+    db: Arc<Mutex<Option<Arc<redb::Database>>>>,
     path: PathBuf,
 }
 
@@ -128,73 +129,114 @@ impl Disk {
         let state = load(&db, &path)?;
         Ok((
             Disk {
-                db: Arc::new(db),
+                db: Arc::new(Mutex::new(Some(Arc::new(db)))),
                 path,
             },
             state,
         ))
     }
 
+    /// The open database, or an error once it is closed.
+    fn database(&self) -> Result<Arc<redb::Database>, DevServerError> {
+        self.db
+            .lock()
+            // Only an `Option` is swapped under the lock: it is whole even after a panic.
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| storage_error(&self.path, "writing", "the data file is closed"))
+    }
+
     /// Commits `writes` to disk (durably) before returning.
     pub(crate) async fn persist(&self, writes: &[Write]) -> Result<(), DevServerError> {
         let ops = encode_writes(&self.path, writes)?;
-        let disk = self.clone();
-        tokio::task::spawn_blocking(move || disk.commit(ops))
+        let db = self.database()?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || commit(&db, &path, ops))
             .await
             .map_err(|e| storage_error(&self.path, "the writing task failed", e))?
     }
 
-    fn commit(&self, ops: Vec<Op>) -> Result<(), DevServerError> {
-        let path = &self.path;
-        let txn = self
+    /// Closes the data file once the commits in progress are done, so that another server may open
+    /// it at once. Later writes fail.
+    pub(crate) async fn close(&self) -> Result<(), DevServerError> {
+        let taken = self
             .db
-            .begin_write()
-            .map_err(|e| storage_error(path, "starting a transaction", e))?;
-        {
-            let mut counters = txn
-                .open_table(COUNTERS)
-                .map_err(|e| storage_error(path, "opening a table", e))?;
-            let mut zones = txn
-                .open_table(ZONES)
-                .map_err(|e| storage_error(path, "opening a table", e))?;
-            let mut records = txn
-                .open_table(RECORDS)
-                .map_err(|e| storage_error(path, "opening a table", e))?;
-            let mut subscriptions = txn
-                .open_table(SUBSCRIPTIONS)
-                .map_err(|e| storage_error(path, "opening a table", e))?;
-            let mut courier = txn
-                .open_table(COURIER_TOKENS)
-                .map_err(|e| storage_error(path, "opening a table", e))?;
-            for op in ops {
-                let result = match op {
-                    Op::Counter(key, counter) => counters.insert(key.as_slice(), counter).map(drop),
-                    Op::Put(table, key, value) => {
-                        let table = match table {
-                            Table::Zones => &mut zones,
-                            Table::Records => &mut records,
-                            Table::Subscriptions => &mut subscriptions,
-                        };
-                        table.insert(key.as_slice(), value.as_slice()).map(drop)
-                    }
-                    Op::Remove(table, key) => {
-                        let table = match table {
-                            Table::Zones => &mut zones,
-                            Table::Records => &mut records,
-                            Table::Subscriptions => &mut subscriptions,
-                        };
-                        table.remove(key.as_slice()).map(drop)
-                    }
-                    Op::Courier(token, owner) => {
-                        courier.insert(token.as_str(), owner.as_slice()).map(drop)
-                    }
-                };
-                result.map_err(|e| storage_error(path, "writing", e))?;
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(mut db) = taken else {
+            return Ok(());
+        };
+        // A commit in progress holds a clone; wait for it (bounded: ten seconds).
+        for _ in 0..1000 {
+            match Arc::try_unwrap(db) {
+                Ok(db) => {
+                    return tokio::task::spawn_blocking(move || drop(db))
+                        .await
+                        .map_err(|e| storage_error(&self.path, "closing", e));
+                }
+                Err(shared) => {
+                    db = shared;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
-        txn.commit()
-            .map_err(|e| storage_error(path, "committing", e))
+        Err(storage_error(
+            &self.path,
+            "closing",
+            "a commit did not finish within ten seconds",
+        ))
     }
+}
+
+fn commit(db: &redb::Database, path: &Path, ops: Vec<Op>) -> Result<(), DevServerError> {
+    let txn = db
+        .begin_write()
+        .map_err(|e| storage_error(path, "starting a transaction", e))?;
+    {
+        let mut counters = txn
+            .open_table(COUNTERS)
+            .map_err(|e| storage_error(path, "opening a table", e))?;
+        let mut zones = txn
+            .open_table(ZONES)
+            .map_err(|e| storage_error(path, "opening a table", e))?;
+        let mut records = txn
+            .open_table(RECORDS)
+            .map_err(|e| storage_error(path, "opening a table", e))?;
+        let mut subscriptions = txn
+            .open_table(SUBSCRIPTIONS)
+            .map_err(|e| storage_error(path, "opening a table", e))?;
+        let mut courier = txn
+            .open_table(COURIER_TOKENS)
+            .map_err(|e| storage_error(path, "opening a table", e))?;
+        for op in ops {
+            let result = match op {
+                Op::Counter(key, counter) => counters.insert(key.as_slice(), counter).map(drop),
+                Op::Put(table, key, value) => {
+                    let table = match table {
+                        Table::Zones => &mut zones,
+                        Table::Records => &mut records,
+                        Table::Subscriptions => &mut subscriptions,
+                    };
+                    table.insert(key.as_slice(), value.as_slice()).map(drop)
+                }
+                Op::Remove(table, key) => {
+                    let table = match table {
+                        Table::Zones => &mut zones,
+                        Table::Records => &mut records,
+                        Table::Subscriptions => &mut subscriptions,
+                    };
+                    table.remove(key.as_slice()).map(drop)
+                }
+                Op::Courier(token, owner) => {
+                    courier.insert(token.as_str(), owner.as_slice()).map(drop)
+                }
+            };
+            result.map_err(|e| storage_error(path, "writing", e))?;
+        }
+    }
+    txn.commit()
+        .map_err(|e| storage_error(path, "committing", e))
 }
 
 fn record_key(db: &DbKey, zone: &str, name: &str) -> (DbKey, String, String) {
@@ -371,14 +413,23 @@ mod tests {
             .await
             .unwrap();
         }
-        let (_disk, state) = Disk::open(dir.path().to_owned()).await.unwrap();
+        let (disk, state) = Disk::open(dir.path().to_owned()).await.unwrap();
         let db = &state.databases[&key];
         assert_eq!(db.counter, 2);
         let zone = &db.zones["Notes"];
         assert_eq!(zone.meta, meta);
         assert_eq!(zone.records["n1"].record, record);
         assert_eq!(zone.by_counter.get(&2).map(String::as_str), Some("n1"));
-        drop(_disk);
+        disk.close().await.unwrap();
+        assert!(
+            disk.persist(&[Write::Counter {
+                db: key,
+                counter: 3
+            }])
+            .await
+            .is_err(),
+            "a closed file refuses writes"
+        );
 
         {
             let db = redb::Database::create(dir.path().join(FILE_NAME)).unwrap();

@@ -144,13 +144,14 @@ pub(crate) struct App {
 type Shared = Arc<App>;
 
 /// Builds the complete router for `config`, listening at `addr`, with `faults` armed through
-/// `/_dev/faults`; `stopped` turns `true` at shutdown.
+/// `/_dev/faults`; `stopped` turns `true` at shutdown. Also returns the data file, if any, for the
+/// server to close at shutdown.
 pub(crate) async fn router(
     config: &ServerConfig,
     addr: SocketAddr,
     stopped: watch::Receiver<bool>,
     faults: Faults,
-) -> Result<Router, DevServerError> {
+) -> Result<(Router, Option<Disk>), DevServerError> {
     let mut keys = ServerKeys::default();
     for (key_id, pem) in &config.s2s_keys {
         keys.insert_pem(key_id, pem)?;
@@ -168,7 +169,7 @@ pub(crate) async fn router(
         max_body_bytes: config.max_body_bytes,
         keys,
         data: RwLock::new(data),
-        disk,
+        disk: disk.clone(),
         courier: Courier::default(),
         stopped,
     });
@@ -196,7 +197,7 @@ pub(crate) async fn router(
         )
         .route("/_auth/signin", get(sign_in).fallback(support_wrong_method))
         .with_state(app);
-    Ok(Router::new()
+    let router = Router::new()
         .merge(cloudkit)
         .merge(support)
         .merge(faults.router())
@@ -207,7 +208,8 @@ pub(crate) async fn router(
         ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(cloudkit_headers))
-        .layer(axum::middleware::from_fn(catch_panic)))
+        .layer(axum::middleware::from_fn(catch_panic));
+    Ok((router, disk))
 }
 
 /// The last line of defence: a handler that panics is answered `500 INTERNAL_ERROR`, and the

@@ -223,3 +223,41 @@ async fn a_second_server_on_the_same_data_directory_is_refused_while_the_first_r
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("devserver.redb"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_in_process_server_restarted_on_the_same_directory_at_once_keeps_everything() {
+    use skysync_devserver::{DevServer, ServerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: Some(dir.path().to_owned()),
+        ..ServerConfig::default()
+    };
+    let first = DevServer::start(config.clone()).await.unwrap();
+    let url = first.base_url();
+    post(
+        &url,
+        "zones/modify",
+        json!({"operations": [{"operationType": "create", "zone": {"zoneID": {"zoneName": "Notes"}}}]}),
+    )
+    .await;
+    let written = modify(&url, json!([create("n1", "one")])).await;
+    let tag = tag_of(&written["records"][0]);
+    let token = zone_changes(&url, None).await["syncToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.shutdown().await.unwrap();
+
+    // No wait: shutdown has released the data file.
+    let second = DevServer::start(config).await.unwrap();
+    let url = second.base_url();
+    assert_eq!(zone_changes(&url, Some(&token)).await["records"], json!([]));
+    let updated = modify(
+        &url,
+        json!([{"operationType": "update", "record": {"recordName": "n1", "recordChangeTag": tag,
+            "fields": {"title": {"value": "two"}}}}]),
+    )
+    .await;
+    assert_ne!(tag_of(&updated["records"][0]), tag);
+    second.shutdown().await.unwrap();
+}
