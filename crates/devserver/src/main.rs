@@ -128,3 +128,54 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s2s_key_is_given_inline_or_read_from_a_file() {
+        let (id, pem) = s2s_key("k1=-----BEGIN PUBLIC KEY-----\nAAA=\n").unwrap();
+        assert_eq!(id, "k1");
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(pem.ends_with("AAA=\n"), "only the first '=' separates");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, "PEM FROM FILE").unwrap();
+        let (id, pem) = s2s_key(&format!("k2=@{}", path.display())).unwrap();
+        assert_eq!((id.as_str(), pem.as_str()), ("k2", "PEM FROM FILE"));
+
+        assert!(matches!(
+            s2s_key("no-separator"),
+            Err(DevServerError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            s2s_key("k3=@/no/such/file.pem"),
+            Err(DevServerError::InvalidKey { key_id, .. }) if key_id == "k3"
+        ));
+    }
+
+    #[test]
+    fn the_listen_address_defaults_to_port_8787_on_loopback() {
+        let args = Args::try_parse_from(["skysync-devserver"]).unwrap();
+        assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 8787)));
+        let args = Args::try_parse_from([
+            "skysync-devserver",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "5",
+            "--s2s-key",
+            "a=x",
+            "--s2s-key",
+            "b=y",
+            "--api-token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(args.rate_limit, Some(5));
+        assert_eq!(args.s2s_keys, ["a=x", "b=y"]);
+        assert!(Args::try_parse_from(["skysync-devserver", "--listen", "nowhere"]).is_err());
+    }
+}
