@@ -14,7 +14,10 @@ use skysync_store::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// How many snapshots an observer must take while writes go on, for its verdict to mean something.
+const MIN_SNAPSHOTS: u32 = 50;
 
 /// Everything one read snapshot shows about a zone: records, and the outbox's change per record.
 fn snapshot(
@@ -57,8 +60,10 @@ async fn invariant_1_local_change_and_outbox_entry_commit_together() {
         .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let observed = Arc::new(AtomicU32::new(0));
     let observer = {
         let stop = stop.clone();
+        let observed = observed.clone();
         let db = db.clone();
         let file = file.clone();
         std::thread::spawn(move || {
@@ -67,6 +72,7 @@ async fn invariant_1_local_change_and_outbox_entry_commit_together() {
             while !stop.load(Ordering::Relaxed) && snapshots < 100_000 {
                 let (records, pending) = snapshot(&db, &file);
                 snapshots += 1;
+                observed.store(snapshots, Ordering::Relaxed);
                 for (name, record) in &records {
                     match pending.get(name) {
                         Some(PendingChange::Save(queued)) if queued == record => {}
@@ -85,12 +91,17 @@ async fn invariant_1_local_change_and_outbox_entry_commit_together() {
         })
     };
 
+    // Writers go on until the observer has taken enough snapshots while they write (bounded).
     let mut writers = Vec::new();
     for w in 0..8 {
         let store = store.clone();
+        let observed = observed.clone();
         writers.push(tokio::spawn(async move {
             let mut returned = BTreeMap::new();
-            for i in 0..40 {
+            for i in 0..2000 {
+                if i >= 40 && observed.load(Ordering::Relaxed) >= MIN_SNAPSHOTS {
+                    break;
+                }
                 let name = format!("w{w}-r{}", i % 5);
                 if i % 7 == 6 {
                     store.delete(id(&name)).await.unwrap();
@@ -115,7 +126,7 @@ async fn invariant_1_local_change_and_outbox_entry_commit_together() {
         "inconsistent snapshots: {violations:?}"
     );
     assert!(
-        snapshots > 10,
+        snapshots >= MIN_SNAPSHOTS,
         "the observer took only {snapshots} snapshots"
     );
 
@@ -149,17 +160,19 @@ async fn invariant_2_fetched_page_and_token_commit_together() {
     let page = |i: usize| FetchedPage {
         zone: zone(),
         changed: vec![server_copy(
-            &note(&format!("p{i:03}"), "server"),
+            &note(&format!("p{i:04}"), "server"),
             &format!("t{i}"),
         )],
         deleted: vec![],
-        token: ChangeToken(format!("tok-{i:03}")),
+        token: ChangeToken(format!("tok-{i:04}")),
     };
 
     // A reader checks snapshot after snapshot: the token says k exactly when pages 1..=k are in.
     let stop = Arc::new(AtomicBool::new(false));
+    let observed = Arc::new(AtomicU32::new(0));
     let observer = {
         let stop = stop.clone();
+        let observed = observed.clone();
         let file = engine.file.clone();
         std::thread::spawn(move || {
             let mut snapshots = 0u32;
@@ -177,38 +190,50 @@ async fn invariant_2_fetched_page_and_token_commit_together() {
                 };
                 assert_eq!(token, data, "token {token} with {data} pages of data");
                 snapshots += 1;
+                observed.store(snapshots, Ordering::Relaxed);
             }
             snapshots
         })
     };
     let store = engine.store.clone();
-    for i in 1..=60 {
+    // Pages go on until the observer has taken enough snapshots meanwhile (bounded).
+    let mut applied = 0;
+    for i in 1..=2000 {
+        if i > 60 && observed.load(Ordering::Relaxed) >= MIN_SNAPSHOTS {
+            break;
+        }
         store.apply_fetched(page(i)).await.unwrap();
+        applied = i;
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(observer.join().unwrap() > 10, "too few snapshots observed");
+    let snapshots = observer.join().unwrap();
+    assert!(
+        snapshots >= MIN_SNAPSHOTS,
+        "only {snapshots} snapshots observed"
+    );
 
     // A page that fails part-way commits nothing: neither its records nor its token.
-    let mut broken = page(61);
+    let mut broken = page(applied + 1);
     broken.changed.push(note("p999", "no system fields"));
     let err = store.apply_fetched(broken).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidPage { .. }), "{err:?}");
-    assert!(store.record(id("p061")).await.unwrap().is_none());
+    let first_of_broken = id(&format!("p{:04}", applied + 1));
+    assert!(store.record(first_of_broken).await.unwrap().is_none());
     assert_eq!(
         store.change_token(zone()).await.unwrap(),
-        Some(ChangeToken("tok-060".into()))
+        Some(page(applied).token)
     );
 
     // Replaying a page is harmless: same records, bases and token.
     let before = (
-        store.records_in_zone(zone(), None, 1000).await.unwrap(),
-        store.merge_base(id("p030")).await.unwrap(),
+        store.records_in_zone(zone(), None, 5000).await.unwrap(),
+        store.merge_base(id("p0030")).await.unwrap(),
     );
     store.apply_fetched(page(30)).await.unwrap();
-    store.apply_fetched(page(60)).await.unwrap();
+    store.apply_fetched(page(applied)).await.unwrap();
     let after = (
-        store.records_in_zone(zone(), None, 1000).await.unwrap(),
-        store.merge_base(id("p030")).await.unwrap(),
+        store.records_in_zone(zone(), None, 5000).await.unwrap(),
+        store.merge_base(id("p0030")).await.unwrap(),
     );
     assert_eq!(before, after);
     engine.stop().await;
