@@ -39,8 +39,9 @@
 //!   `{"ckWebAuthToken": "…"}` with a token for a new user.
 //! * `/_dev/faults` (GET lists, POST arms, DELETE clears): fault injection (see [`faults`]).
 //!
-//! Data is kept per container and environment; each user has a private (and a shared) database, and
-//! the public database is shared by all.
+//! Data is kept per container and environment; each user has a private database, and the public
+//! database is shared by all. There is no sharing: each user's shared database behaves as a second,
+//! separate private database.
 //!
 //! # Authentication
 //!

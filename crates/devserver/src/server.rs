@@ -845,7 +845,14 @@ struct PollParams {
     timeout: Option<u64>,
 }
 
-async fn courier_poll(State(app): State<Shared>, Path(token): Path<String>, uri: Uri) -> Response {
+async fn courier_poll(
+    State(app): State<Shared>,
+    token: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let Ok(Path(token)) = token else {
+        return Refusal::new(ServerErrorCode::NotFound, "unknown courier token").into_response();
+    };
     let timeout = match Query::<PollParams>::try_from_uri(&uri) {
         Ok(Query(PollParams { timeout })) => timeout
             .map_or(courier::DEFAULT_TIMEOUT, Duration::from_secs)

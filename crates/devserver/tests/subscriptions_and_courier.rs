@@ -275,6 +275,14 @@ async fn tokens_register_echoes_and_an_unknown_courier_token_is_not_found() {
         )
         .await;
     unknown.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let undecodable = h
+        .send_raw(
+            Method::GET,
+            &format!("{}/_courier/%FF%FE?timeout=1", h.server.base_url()),
+            None,
+        )
+        .await;
+    undecodable.assert_error(StatusCode::NOT_FOUND, "NOT_FOUND");
 
     let bad_env = h
         .send_raw(
