@@ -31,10 +31,11 @@ struct PageRequest<'a> {
 }
 
 /// The current sync token of a zone (what `zones/list` reports).
-pub(crate) fn zone_token(key: &DbKey, name: &str, zone: &Zone) -> String {
+pub(crate) fn zone_token(key: &DbKey, epoch: u64, name: &str, zone: &Zone) -> String {
     make_token(
         TokenKind::Zone,
         key,
+        epoch,
         name,
         zone.meta.generation,
         zone.meta.changed_at,
@@ -58,7 +59,7 @@ fn zone_page(
     })?;
     let from = match page.token {
         None => 0,
-        Some(token) => match read_token(TokenKind::Zone, key, name, token) {
+        Some(token) => match read_token(TokenKind::Zone, key, db.epoch, name, token) {
             Some((generation, counter))
                 if generation == zone.meta.generation && counter <= db.counter =>
             {
@@ -98,7 +99,14 @@ fn zone_page(
     }
     Ok(ZoneChanges {
         zone_id: key.wire_zone_id(name),
-        sync_token: make_token(TokenKind::Zone, key, name, zone.meta.generation, last),
+        sync_token: make_token(
+            TokenKind::Zone,
+            key,
+            db.epoch,
+            name,
+            zone.meta.generation,
+            last,
+        ),
         records,
         more_coming,
     })
@@ -184,7 +192,7 @@ fn changed_zones(
     let limit = page_size(results_limit)?;
     let from = match token {
         None => 0,
-        Some(token) => match read_token(kind, key, "", token) {
+        Some(token) => match read_token(kind, key, db.epoch, "", token) {
             Some((counter, _)) if counter <= db.counter => counter,
             _ => return Err(Refusal::new(ServerErrorCode::ChangeTokenExpired, EXPIRED)),
         },
@@ -217,7 +225,11 @@ fn changed_zones(
             })
         })
         .collect();
-    Ok((zones, make_token(kind, key, "", next, 0), more_coming))
+    Ok((
+        zones,
+        make_token(kind, key, db.epoch, "", next, 0),
+        more_coming,
+    ))
 }
 
 /// `changes/database`: the zones whose records (or existence) changed since the token.

@@ -66,8 +66,9 @@
 //!   `BAD_REQUEST`; `forceDelete` of a missing record succeeds and changes nothing.
 //! * `CONFLICT` and `EXISTS` carry the server's current record as `serverRecord`.
 //! * Change tags are the database's change counter in hex: short, opaque, new on every write.
-//! * Sync tokens are opaque and bound to their database and zone; a token this server did not issue
-//!   for that zone (or issued for a deleted incarnation of it) is `CHANGE_TOKEN_EXPIRED` (410), per
+//! * Sync tokens are opaque and bound to their database, zone and data (a random epoch kept with the
+//!   data, new for each in-memory server); a token this server's data did not issue for that zone
+//!   (or issued for a deleted incarnation of it) is `CHANGE_TOKEN_EXPIRED` (410), per
 //!   zone in `changes/zone` and for the request in `records/changes` and `changes/database`.
 //!   Tombstones (`{recordName, recordType, deleted: true}`) are kept, so a fetch from no token sees
 //!   deletions too.

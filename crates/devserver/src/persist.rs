@@ -17,7 +17,9 @@ use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use skysync_model::codec;
 
 use crate::DevServerError;
-use crate::state::{CourierOwner, DbKey, State, StoredRecord, StoredSubscription, Write, ZoneMeta};
+use crate::state::{
+    CourierOwner, DbKey, State, StoredRecord, StoredSubscription, Write, ZoneMeta, random_epoch,
+};
 
 /// The file name inside the data directory.
 pub(crate) const FILE_NAME: &str = "devserver.redb";
@@ -88,6 +90,7 @@ impl Disk {
         let txn = db
             .begin_write()
             .map_err(|e| storage_error(&path, "starting a transaction", e))?;
+        let epoch: u64;
         {
             let mut meta = txn
                 .open_table(META)
@@ -113,6 +116,20 @@ impl Disk {
                         .map_err(|e| storage_error(&path, "writing the format version", e))?;
                 }
             }
+            let stored_epoch = meta
+                .get("epoch")
+                .map_err(|e| storage_error(&path, "reading the epoch", e))?
+                .map(|v| v.value());
+            epoch = match stored_epoch {
+                Some(epoch) => epoch,
+                None => {
+                    let epoch = random_epoch();
+                    meta.insert("epoch", epoch)
+                        .map_err(|e| storage_error(&path, "writing the epoch", e))?;
+                    epoch
+                }
+            };
+            drop(meta);
             txn.open_table(COUNTERS)
                 .map_err(|e| storage_error(&path, "creating tables", e))?;
             txn.open_table(ZONES)
@@ -126,7 +143,7 @@ impl Disk {
         }
         txn.commit()
             .map_err(|e| storage_error(&path, "committing", e))?;
-        let state = load(&db, &path)?;
+        let state = load(&db, &path, epoch)?;
         Ok((
             Disk {
                 db: Arc::new(Mutex::new(Some(Arc::new(db)))),
@@ -287,7 +304,7 @@ fn encode_writes(path: &Path, writes: &[Write]) -> Result<Vec<Op>, DevServerErro
         .collect()
 }
 
-fn load(db: &redb::Database, path: &Path) -> Result<State, DevServerError> {
+fn load(db: &redb::Database, path: &Path, epoch: u64) -> Result<State, DevServerError> {
     let txn = db
         .begin_read()
         .map_err(|e| storage_error(path, "starting a read", e))?;
@@ -354,7 +371,7 @@ fn load(db: &redb::Database, path: &Path) -> Result<State, DevServerError> {
             owner,
         });
     }
-    let mut state = State::default();
+    let mut state = State::new(epoch);
     state.apply(writes);
     Ok(state)
 }
@@ -382,6 +399,7 @@ mod tests {
             modified: None,
             deleted: false,
         });
+        let first_epoch;
         let meta = ZoneMeta {
             generation: 1,
             deleted: false,
@@ -391,6 +409,7 @@ mod tests {
         {
             let (disk, state) = Disk::open(dir.path().to_owned()).await.unwrap();
             assert!(state.databases.is_empty());
+            first_epoch = state.epoch;
             disk.persist(&[
                 Write::Zone {
                     db: key.clone(),
@@ -414,6 +433,7 @@ mod tests {
             .unwrap();
         }
         let (disk, state) = Disk::open(dir.path().to_owned()).await.unwrap();
+        assert_eq!(state.epoch, first_epoch, "the epoch is kept with the data");
         let db = &state.databases[&key];
         assert_eq!(db.counter, 2);
         let zone = &db.zones["Notes"];

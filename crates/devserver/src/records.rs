@@ -746,7 +746,7 @@ pub(crate) fn query(
         .unwrap_or_default();
     let offset = match &request.continuation_marker {
         None => 0,
-        Some(marker) => read_token(TokenKind::Query, key, &fingerprint, marker)
+        Some(marker) => read_token(TokenKind::Query, key, db.epoch, &fingerprint, marker)
             .and_then(|(offset, _)| usize::try_from(offset).ok())
             .ok_or_else(|| {
                 Refusal::bad_request("continuationMarker does not belong to this query")
@@ -766,6 +766,7 @@ pub(crate) fn query(
         make_token(
             TokenKind::Query,
             key,
+            db.epoch,
             &fingerprint,
             u64::try_from(end).unwrap_or(u64::MAX),
             0,

@@ -420,15 +420,7 @@ impl App {
         run: impl FnOnce(&Database) -> Result<Response, Refusal>,
     ) -> Response {
         let data = self.data.read().await;
-        let empty;
-        let db = match data.databases.get(key) {
-            Some(db) => db,
-            None => {
-                empty = Database::default();
-                &empty
-            }
-        };
-        run(db).unwrap_or_else(IntoResponse::into_response)
+        run(&data.database(key)).unwrap_or_else(IntoResponse::into_response)
     }
 
     /// Runs a writing endpoint: plans against the database, commits the changes (to disk first),
@@ -440,15 +432,7 @@ impl App {
     ) -> Response {
         let mut data = self.data.write().await;
         let planned = {
-            let empty;
-            let db = match data.databases.get(key) {
-                Some(db) => db,
-                None => {
-                    empty = Database::default();
-                    &empty
-                }
-            };
-            match plan(db) {
+            match plan(&data.database(key)) {
                 Ok(planned) => planned,
                 Err(refusal) => return refusal.into_response(),
             }

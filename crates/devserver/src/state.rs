@@ -174,6 +174,8 @@ pub(crate) struct StoredSubscription {
 /// One database.
 #[derive(Clone, Debug)]
 pub(crate) struct Database {
+    /// The server instance's epoch (see [`State::epoch`]), mixed into every token of this database.
+    pub(crate) epoch: u64,
     /// The latest change counter value handed out.
     pub(crate) counter: u64,
     /// Zones by name, including deleted ones.
@@ -182,22 +184,22 @@ pub(crate) struct Database {
     pub(crate) subscriptions: BTreeMap<(String, String), StoredSubscription>,
 }
 
-impl Default for Database {
-    fn default() -> Self {
+impl Database {
+    /// An empty database (only its default zone) of a server with `epoch`.
+    pub(crate) fn new(epoch: u64) -> Self {
         let mut zones = BTreeMap::new();
         zones.insert(
             DEFAULT_ZONE_NAME.to_owned(),
             Zone::new(ZoneMeta::default_zone()),
         );
         Database {
+            epoch,
             counter: 0,
             zones,
             subscriptions: BTreeMap::new(),
         }
     }
-}
 
-impl Database {
     /// A live zone by name.
     pub(crate) fn live_zone(&self, name: &str) -> Option<&Zone> {
         self.zones.get(name).filter(|z| z.is_live())
@@ -278,15 +280,50 @@ pub(crate) enum Write {
 }
 
 /// Everything the server holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
+    /// A random number chosen when the data was first created (kept with it on disk, new for each
+    /// in-memory server): tokens carry it, so that tokens of another server's data are refused.
+    pub(crate) epoch: u64,
     /// Databases by key; absent ones are empty (only a default zone).
     pub(crate) databases: HashMap<DbKey, Database>,
     /// Courier tokens and whom they belong to.
     pub(crate) courier_tokens: HashMap<String, CourierOwner>,
 }
 
+impl Default for State {
+    /// An empty state with a fresh random epoch.
+    fn default() -> Self {
+        State::new(random_epoch())
+    }
+}
+
+/// A fresh random epoch.
+pub(crate) fn random_epoch() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut epoch = [0u8; 8];
+    epoch.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(epoch)
+}
+
 impl State {
+    /// An empty state with `epoch`.
+    pub(crate) fn new(epoch: u64) -> State {
+        State {
+            epoch,
+            databases: HashMap::new(),
+            courier_tokens: HashMap::new(),
+        }
+    }
+
+    /// The database stored under `key`, or an empty one if nothing was ever written to it.
+    pub(crate) fn database(&self, key: &DbKey) -> std::borrow::Cow<'_, Database> {
+        match self.databases.get(key) {
+            Some(db) => std::borrow::Cow::Borrowed(db),
+            None => std::borrow::Cow::Owned(Database::new(self.epoch)),
+        }
+    }
+
     /// Applies planned writes (already persisted) in order.
     pub(crate) fn apply(&mut self, writes: Vec<Write>) {
         for write in writes {
@@ -295,13 +332,20 @@ impl State {
     }
 
     fn apply_one(&mut self, write: Write) {
+        let epoch = self.epoch;
         match write {
             Write::Counter { db, counter } => {
-                let database = self.databases.entry(db).or_default();
+                let database = self
+                    .databases
+                    .entry(db)
+                    .or_insert_with(|| Database::new(epoch));
                 database.counter = database.counter.max(counter);
             }
             Write::Zone { db, zone, meta } => {
-                let database = self.databases.entry(db).or_default();
+                let database = self
+                    .databases
+                    .entry(db)
+                    .or_insert_with(|| Database::new(epoch));
                 database
                     .zones
                     .entry(zone)
@@ -309,7 +353,10 @@ impl State {
                     .or_insert_with(|| Zone::new(meta));
             }
             Write::Record { db, zone, stored } => {
-                let database = self.databases.entry(db).or_default();
+                let database = self
+                    .databases
+                    .entry(db)
+                    .or_insert_with(|| Database::new(epoch));
                 let zone = database.zones.entry(zone).or_insert_with(|| {
                     // Writes always carry their zone's metadata first; this is only reached by
                     // damaged stored data, where a live zone is the least surprising repair.
@@ -341,7 +388,10 @@ impl State {
                 }
             }
             Write::Subscription { db, stored } => {
-                let database = self.databases.entry(db).or_default();
+                let database = self
+                    .databases
+                    .entry(db)
+                    .or_insert_with(|| Database::new(epoch));
                 let key = (
                     stored.subscriber.clone(),
                     stored.subscription.subscription_id.clone(),
@@ -471,11 +521,20 @@ impl TokenKind {
     }
 }
 
-/// Makes an opaque token `{kind}{a}.{b}.{check}` for database `db` and `scope` (a zone name, a query).
-pub(crate) fn make_token(kind: TokenKind, db: &DbKey, scope: &str, a: u64, b: u64) -> String {
+/// Makes an opaque token `{kind}{a}.{b}.{check}` for database `db` (of a server with `epoch`) and
+/// `scope` (a zone name, a query).
+pub(crate) fn make_token(
+    kind: TokenKind,
+    db: &DbKey,
+    epoch: u64,
+    scope: &str,
+    a: u64,
+    b: u64,
+) -> String {
     let identity = db.identity();
     let check = checksum(&[
         kind.tag().as_bytes(),
+        &epoch.to_be_bytes(),
         identity.as_bytes(),
         scope.as_bytes(),
         &a.to_be_bytes(),
@@ -484,11 +543,12 @@ pub(crate) fn make_token(kind: TokenKind, db: &DbKey, scope: &str, a: u64, b: u6
     format!("{}{a:x}.{b:x}.{check}", kind.tag())
 }
 
-/// Reads a token made by [`make_token`] for the same kind, database and scope; `None` if it is
-/// malformed or was made for something else.
+/// Reads a token made by [`make_token`] for the same kind, database, epoch and scope; `None` if it
+/// is malformed or was made for something else.
 pub(crate) fn read_token(
     kind: TokenKind,
     db: &DbKey,
+    epoch: u64,
     scope: &str,
     token: &str,
 ) -> Option<(u64, u64)> {
@@ -500,7 +560,7 @@ pub(crate) fn read_token(
     if parts.next().is_some() {
         return None;
     }
-    (make_token(kind, db, scope, a, b) == token).then_some((a, b))
+    (make_token(kind, db, epoch, scope, a, b) == token).then_some((a, b))
 }
 
 /// Zone names a change touched, with the record types written in each (for notifications).
@@ -521,31 +581,39 @@ mod tests {
 
     #[test]
     fn tokens_read_back_only_for_their_kind_database_and_scope() {
-        let token = make_token(TokenKind::Zone, &key("_a"), "Notes", 3, 17);
+        let token = make_token(TokenKind::Zone, &key("_a"), 7, "Notes", 3, 17);
         assert_eq!(
-            read_token(TokenKind::Zone, &key("_a"), "Notes", &token),
+            read_token(TokenKind::Zone, &key("_a"), 7, "Notes", &token),
             Some((3, 17))
         );
         assert_eq!(
-            read_token(TokenKind::Zone, &key("_b"), "Notes", &token),
+            read_token(TokenKind::Zone, &key("_b"), 7, "Notes", &token),
             None
         );
         assert_eq!(
-            read_token(TokenKind::Zone, &key("_a"), "Other", &token),
+            read_token(TokenKind::Zone, &key("_a"), 7, "Other", &token),
             None
         );
         assert_eq!(
-            read_token(TokenKind::Database, &key("_a"), "Notes", &token),
+            read_token(TokenKind::Database, &key("_a"), 7, "Notes", &token),
             None
         );
         assert_eq!(
-            read_token(TokenKind::Zone, &key("_a"), "Notes", "garbage"),
+            read_token(TokenKind::Zone, &key("_a"), 7, "Notes", "garbage"),
             None
         );
-        assert_eq!(read_token(TokenKind::Zone, &key("_a"), "Notes", ""), None);
+        assert_eq!(
+            read_token(TokenKind::Zone, &key("_a"), 7, "Notes", ""),
+            None
+        );
+        assert_eq!(
+            read_token(TokenKind::Zone, &key("_a"), 8, "Notes", &token),
+            None,
+            "another server's token"
+        );
         let forged = token.replace("z3.11.", "z3.12.");
         assert_eq!(
-            read_token(TokenKind::Zone, &key("_a"), "Notes", &forged),
+            read_token(TokenKind::Zone, &key("_a"), 7, "Notes", &forged),
             None
         );
     }

@@ -14,10 +14,10 @@ use crate::records::Planned;
 use crate::reply::Refusal;
 use crate::state::{Changes, Database, DbKey, Scope, TouchedZones, Zone, ZoneMeta};
 
-fn zone_entry(key: &DbKey, name: &str, zone: &Zone) -> ZoneResult {
+fn zone_entry(key: &DbKey, epoch: u64, name: &str, zone: &Zone) -> ZoneResult {
     ZoneResult::Zone(WireZone {
         zone_id: key.wire_zone_id(name),
-        sync_token: Some(zone_token(key, name, zone)),
+        sync_token: Some(zone_token(key, epoch, name, zone)),
         atomic: Some(name != DEFAULT_ZONE_NAME),
         deleted: None,
     })
@@ -40,7 +40,7 @@ pub(crate) fn list(db: &Database, key: &DbKey) -> ZonesResponse {
             .zones
             .iter()
             .filter(|(_, zone)| zone.is_live())
-            .map(|(name, zone)| zone_entry(key, name, zone))
+            .map(|(name, zone)| zone_entry(key, db.epoch, name, zone))
             .collect(),
     }
 }
@@ -52,7 +52,7 @@ pub(crate) fn lookup(db: &Database, key: &DbKey, request: &LookupZonesRequest) -
             .zones
             .iter()
             .map(|wanted| match db.live_zone(&wanted.zone_name) {
-                Some(zone) => zone_entry(key, &wanted.zone_name, zone),
+                Some(zone) => zone_entry(key, db.epoch, &wanted.zone_name, zone),
                 None => zone_error(
                     key,
                     &wanted.zone_name,
@@ -99,7 +99,7 @@ pub(crate) fn modify(
         zones.push(match op.operation_type {
             ZoneOperationType::Create => {
                 if let Some(zone) = existing {
-                    zone_entry(key, name, zone)
+                    zone_entry(key, db.epoch, name, zone)
                 } else if name.is_empty() {
                     zone_error(
                         key,
@@ -123,7 +123,7 @@ pub(crate) fn modify(
                         meta_changed_at: counter,
                     });
                     changes.put_zone(name, zone.meta.clone());
-                    zone_entry(key, name, &zone)
+                    zone_entry(key, db.epoch, name, &zone)
                 }
             }
             ZoneOperationType::Delete => match existing {

@@ -288,3 +288,20 @@ async fn change_feeds_are_refused_on_the_public_database() {
         .await;
     answer.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
 }
+
+#[tokio::test]
+async fn a_token_from_another_servers_data_is_expired() {
+    let a = Harness::start().await;
+    let mut b = Harness::start().await;
+    b.token = a.token.clone();
+    for h in [&a, &b] {
+        h.create_zone("Notes").await;
+        h.create_note("Notes", "n1", "x").await;
+    }
+    let from_a = a.zone_changes("Notes", None, None).await["syncToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let on_b = b.zone_changes("Notes", Some(&from_a), None).await;
+    assert_eq!(on_b["serverErrorCode"], "CHANGE_TOKEN_EXPIRED", "{on_b}");
+}
