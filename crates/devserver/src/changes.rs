@@ -14,7 +14,7 @@ use skysync_model::wire::{
     ZoneChangesResult, ZoneFetchError, ZoneResult, ZonesChangesRequest, ZonesChangesResponse,
 };
 
-use crate::records::{desired_keys, page_size, record_output, tombstone_output};
+use crate::records::{desired_keys, page_size, record_output, tombstone_output, within_limit};
 use crate::reply::Refusal;
 use crate::state::{Database, DbKey, TokenKind, Zone, make_token, read_token};
 
@@ -123,6 +123,7 @@ pub(crate) fn zone_changes(
             "reverse order is not supported by the dev server",
         ));
     }
+    within_limit(request.zones.len(), "zones")?;
     let default_limit = page_size(request.results_limit)?;
     let numbers_as_strings = request.numbers_as_strings.unwrap_or(false);
     let mut zones = Vec::with_capacity(request.zones.len());

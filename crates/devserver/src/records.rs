@@ -119,6 +119,18 @@ pub(crate) fn tombstone_output(stored: &StoredRecord) -> WireRecord {
     }
 }
 
+/// Refuses a request with more than 200 `what` (operations, records, zones, subscriptions) as a
+/// whole, with `413 LIMIT_EXCEEDED`.
+pub(crate) fn within_limit(count: usize, what: &str) -> Result<(), Refusal> {
+    if count > MAX_OPERATIONS_PER_REQUEST {
+        return Err(Refusal::new(
+            ServerErrorCode::LimitExceeded,
+            format!("{count} {what} in one request; the limit is {MAX_OPERATIONS_PER_REQUEST}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The page size a request asks for: 1 to 200, default 200 (larger values are capped).
 pub(crate) fn page_size(requested: Option<u32>) -> Result<usize, Refusal> {
     match requested {
@@ -398,15 +410,7 @@ pub(crate) fn modify(
     writer: &Writer<'_>,
     request: ModifyRecordsRequest,
 ) -> Result<Planned<RecordsResponse>, Refusal> {
-    if request.operations.len() > MAX_OPERATIONS_PER_REQUEST {
-        return Err(Refusal::new(
-            ServerErrorCode::LimitExceeded,
-            format!(
-                "{} operations in one request; the limit is {MAX_OPERATIONS_PER_REQUEST}",
-                request.operations.len()
-            ),
-        ));
-    }
+    within_limit(request.operations.len(), "operations")?;
     let request_zone = zone_of(request.zone_id.as_ref());
     let atomic = request.atomic.unwrap_or(true) && !request_zone.is_default();
     let numbers_as_strings = request.numbers_as_strings.unwrap_or(false);
@@ -519,15 +523,7 @@ pub(crate) fn lookup(
     db: &Database,
     request: &LookupRecordsRequest,
 ) -> Result<RecordsResponse, Refusal> {
-    if request.records.len() > MAX_OPERATIONS_PER_REQUEST {
-        return Err(Refusal::new(
-            ServerErrorCode::LimitExceeded,
-            format!(
-                "{} records in one lookup; the limit is {MAX_OPERATIONS_PER_REQUEST}",
-                request.records.len()
-            ),
-        ));
-    }
+    within_limit(request.records.len(), "records")?;
     let zone_id = zone_of(request.zone_id.as_ref());
     let numbers_as_strings = request.numbers_as_strings.unwrap_or(false);
     let zone = db.live_zone(&zone_id.zone_name);

@@ -661,8 +661,10 @@ async fn run_database_endpoint(
         Endpoint::ZonesList => app.read(key, |db| Ok(json_ok(&zones::list(db, key)))).await,
         Endpoint::ZonesLookup => {
             let request = parse_body(body)?;
-            app.read(key, |db| Ok(json_ok(&zones::lookup(db, key, &request))))
-                .await
+            app.read(key, |db| {
+                zones::lookup(db, key, &request).map(|r| json_ok(&r))
+            })
+            .await
         }
         Endpoint::ZonesModify => {
             let request = parse_body(body)?;
@@ -675,7 +677,7 @@ async fn run_database_endpoint(
         Endpoint::SubscriptionsLookup => {
             let request = parse_body(body)?;
             app.read(key, |db| {
-                Ok(json_ok(&subscriptions::lookup(db, user, &request)))
+                subscriptions::lookup(db, user, &request).map(|r| json_ok(&r))
             })
             .await
         }

@@ -4,13 +4,13 @@ use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use skysync_model::ServerErrorCode;
 use skysync_model::wire::{
     ModifySubscriptionsRequest, Subscription, SubscriptionFetchError, SubscriptionOperationType,
     SubscriptionResult, SubscriptionType, SubscriptionsResponse, ZoneNotification,
 };
-use skysync_model::{MAX_OPERATIONS_PER_REQUEST, ServerErrorCode};
 
-use crate::records::Planned;
+use crate::records::{Planned, within_limit};
 use crate::reply::Refusal;
 use crate::state::{Changes, Database, DbKey, State, StoredSubscription, TouchedZones, Write};
 
@@ -56,8 +56,9 @@ pub(crate) fn lookup(
     db: &Database,
     subscriber: &str,
     request: &LookupSubscriptionsRequest,
-) -> SubscriptionsResponse {
-    SubscriptionsResponse {
+) -> Result<SubscriptionsResponse, Refusal> {
+    within_limit(request.subscriptions.len(), "subscriptions")?;
+    Ok(SubscriptionsResponse {
         subscriptions: request
             .subscriptions
             .iter()
@@ -75,7 +76,7 @@ pub(crate) fn lookup(
                 }
             })
             .collect(),
-    }
+    })
 }
 
 /// Checks a subscription definition; the reason it is refused, if it is.
@@ -116,15 +117,7 @@ pub(crate) fn modify(
     subscriber: &str,
     request: &ModifySubscriptionsRequest,
 ) -> Result<Planned<SubscriptionsResponse>, Refusal> {
-    if request.operations.len() > MAX_OPERATIONS_PER_REQUEST {
-        return Err(Refusal::new(
-            ServerErrorCode::LimitExceeded,
-            format!(
-                "{} operations in one request; the limit is {MAX_OPERATIONS_PER_REQUEST}",
-                request.operations.len()
-            ),
-        ));
-    }
+    within_limit(request.operations.len(), "operations")?;
     let mut seen = HashSet::new();
     for op in &request.operations {
         if !seen.insert(op.subscription.subscription_id.as_str()) {

@@ -7,10 +7,10 @@ use skysync_model::wire::{
     LookupZonesRequest, ModifyZonesRequest, WireZone, ZoneFetchError, ZoneOperationType,
     ZoneResult, ZonesResponse,
 };
-use skysync_model::{DEFAULT_ZONE_NAME, MAX_OPERATIONS_PER_REQUEST, ServerErrorCode};
+use skysync_model::{DEFAULT_ZONE_NAME, ServerErrorCode};
 
 use crate::changes::zone_token;
-use crate::records::Planned;
+use crate::records::{Planned, within_limit};
 use crate::reply::Refusal;
 use crate::state::{Changes, Database, DbKey, Scope, TouchedZones, Zone, ZoneMeta};
 
@@ -46,8 +46,13 @@ pub(crate) fn list(db: &Database, key: &DbKey) -> ZonesResponse {
 }
 
 /// `zones/lookup`: each zone, or `ZONE_NOT_FOUND` in its place.
-pub(crate) fn lookup(db: &Database, key: &DbKey, request: &LookupZonesRequest) -> ZonesResponse {
-    ZonesResponse {
+pub(crate) fn lookup(
+    db: &Database,
+    key: &DbKey,
+    request: &LookupZonesRequest,
+) -> Result<ZonesResponse, Refusal> {
+    within_limit(request.zones.len(), "zones")?;
+    Ok(ZonesResponse {
         zones: request
             .zones
             .iter()
@@ -61,7 +66,7 @@ pub(crate) fn lookup(db: &Database, key: &DbKey, request: &LookupZonesRequest) -
                 ),
             })
             .collect(),
-    }
+    })
 }
 
 /// `zones/modify`: creates (idempotently) and deletes zones, in order. Deleting a zone removes its
@@ -72,15 +77,7 @@ pub(crate) fn modify(
     key: &DbKey,
     request: &ModifyZonesRequest,
 ) -> Result<Planned<ZonesResponse>, Refusal> {
-    if request.operations.len() > MAX_OPERATIONS_PER_REQUEST {
-        return Err(Refusal::new(
-            ServerErrorCode::LimitExceeded,
-            format!(
-                "{} operations in one request; the limit is {MAX_OPERATIONS_PER_REQUEST}",
-                request.operations.len()
-            ),
-        ));
-    }
+    within_limit(request.operations.len(), "operations")?;
     let mut seen = HashSet::new();
     for op in &request.operations {
         if !seen.insert(op.zone.zone_id.zone_name.as_str()) {

@@ -19,7 +19,7 @@ fn creates(count: usize) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn more_than_200_operations_are_refused_whole_with_limit_exceeded() {
+async fn more_than_200_operations_records_or_zones_are_refused_whole_with_limit_exceeded() {
     let h = Harness::start().await;
     h.create_zone("Z").await;
     let too_many = h.modify("Z", json!(creates(201))).await;
@@ -40,6 +40,17 @@ async fn more_than_200_operations_are_refused_whole_with_limit_exceeded() {
         )
         .await;
     lookup.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED");
+
+    let zones: Vec<Value> = (0..201)
+        .map(|i| json!({"zoneName": format!("z{i}")}))
+        .collect();
+    let zone_lookup = h.post("zones/lookup", json!({"zones": zones})).await;
+    zone_lookup.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED");
+    let feeds: Vec<Value> = (0..201)
+        .map(|i| json!({"zoneID": {"zoneName": format!("z{i}")}}))
+        .collect();
+    let zone_changes = h.post("changes/zone", json!({"zones": feeds})).await;
+    zone_changes.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "LIMIT_EXCEEDED");
 }
 
 #[tokio::test]
