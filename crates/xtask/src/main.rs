@@ -34,7 +34,9 @@ const BENCHES: &[Bench] = &[
         name: "throttle",
         package: "skysync-throttle",
         example: "simulate",
-        args: &["--rate", "10", "--burst", "20", "--work", "20000", "--seed", "1"],
+        args: &[
+            "--rate", "10", "--burst", "20", "--work", "20000", "--seed", "1",
+        ],
         measures: "pacing policies against a simulated throttling server (virtual time)",
     },
 ];
