@@ -3,31 +3,16 @@
 use std::collections::HashSet;
 
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
 use skysync_model::ServerErrorCode;
 use skysync_model::wire::{
-    ModifySubscriptionsRequest, Subscription, SubscriptionFetchError, SubscriptionOperationType,
-    SubscriptionResult, SubscriptionType, SubscriptionsResponse, ZoneNotification,
+    LookupSubscriptionsRequest, ModifySubscriptionsRequest, Subscription, SubscriptionFetchError,
+    SubscriptionOperationType, SubscriptionResult, SubscriptionType, SubscriptionsResponse,
+    ZoneNotification,
 };
 
 use crate::records::{Planned, within_limit};
 use crate::reply::Refusal;
 use crate::state::{Changes, Database, DbKey, State, StoredSubscription, TouchedZones, Write};
-
-/// One subscription to look up (`{subscriptionID}`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct SubscriptionRef {
-    /// Its id.
-    #[serde(rename = "subscriptionID")]
-    pub(crate) subscription_id: String,
-}
-
-/// The body of `subscriptions/lookup` (not among the model's wire types).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct LookupSubscriptionsRequest {
-    /// The subscriptions to look up.
-    pub(crate) subscriptions: Vec<SubscriptionRef>,
-}
 
 fn subscription_error(id: &str, code: ServerErrorCode, reason: &str) -> SubscriptionResult {
     SubscriptionResult::Error(SubscriptionFetchError {

@@ -884,15 +884,9 @@ impl CloudKitClient {
             self.post_json("subscriptions/modify", &request).await?;
         match answer.subscriptions.into_iter().next() {
             Some(SubscriptionResult::Subscription(_)) => Ok(()),
-            Some(SubscriptionResult::Error(error)) => Err(CloudError::Server(ServerError {
-                code: error.server_error_code,
-                scope: ErrorScope::Item,
-                http_status: 200,
-                reason: error.reason.unwrap_or_default(),
-                retry_after: error.retry_after.map(Duration::from_secs),
-                redirect_url: error.redirect_url,
-                uuid: None,
-            })),
+            Some(SubscriptionResult::Error(error)) => {
+                Err(CloudError::Server(error.to_server_error(200)))
+            }
             None => Err(CloudError::UnexpectedResponse {
                 status: Some(200),
                 detail: "subscriptions/modify answered no entry".into(),

@@ -1,7 +1,7 @@
 //! Subscriptions, notification tokens, users and the notification long-poll.
 
 use super::{WireZoneId, retry_after};
-use crate::error::ServerErrorCode;
+use crate::error::{ErrorScope, ServerError, ServerErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -108,6 +108,36 @@ pub struct SubscriptionFetchError {
         skip_serializing_if = "Option::is_none"
     )]
     pub redirect_url: Option<String>,
+}
+
+impl SubscriptionFetchError {
+    /// The typed, item-scoped error, as carried by a response with the given HTTP status.
+    pub fn to_server_error(&self, http_status: u16) -> ServerError {
+        ServerError::from_wire_parts(
+            &self.server_error_code,
+            ErrorScope::Item,
+            http_status,
+            self.reason.as_deref(),
+            self.retry_after,
+            self.redirect_url.as_deref(),
+            None,
+        )
+    }
+}
+
+/// One subscription to look up: `{subscriptionID}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRef {
+    /// The subscription's id.
+    #[serde(rename = "subscriptionID")]
+    pub subscription_id: String,
+}
+
+/// The body of `subscriptions/lookup`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupSubscriptionsRequest {
+    /// The subscriptions to look up.
+    pub subscriptions: Vec<SubscriptionRef>,
 }
 
 /// One entry of a `subscriptions` array: a subscription, or its error (tried first).
