@@ -20,8 +20,15 @@ const BENCHES: &[Bench] = &[
         name: "devserver",
         package: "skysync-devserver",
         example: "modify_throughput",
-        args: &[],
+        args: &["--requests", "500"],
         measures: "dev server records/modify throughput, 200-record batches on loopback",
+    },
+    Bench {
+        name: "devserver-durable",
+        package: "skysync-devserver",
+        example: "modify_throughput",
+        args: &["--requests", "500", "--data"],
+        measures: "the same, with every request committed to a redb file before it is answered",
     },
     Bench {
         name: "store",
