@@ -51,11 +51,7 @@ async fn a_fault_armed_in_process_hits_the_next_matching_request_only() {
     assert_eq!(h.get("zones/list").await.status, StatusCode::OK);
     // Armed in process, listed over HTTP: it is the same set (now empty).
     let listed = h
-        .send_raw(
-            reqwest::Method::GET,
-            &format!("{}/_dev/faults", h.server.base_url()),
-            None,
-        )
+        .send_raw(reqwest::Method::GET, &h.faults_url(), None)
         .await;
     assert_eq!(listed.body["faults"], json!([]));
 }

@@ -4,124 +4,39 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::Harness;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use skysync_devserver::{DevServer, ServerConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const CONTAINER: &str = "iCloud.com.example.skysync";
-const TOKEN: &str = "hostile-input-user";
+/// A valid read and a valid write are both answered correctly.
+async fn assert_serves_normally(h: &Harness, after: &str) {
+    h.assert_lists_default_zone(&format!("after {after}")).await;
 
-struct Harness {
-    server: DevServer,
-    client: reqwest::Client,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let server = DevServer::start(ServerConfig::default()).await.unwrap();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        Harness { server, client }
-    }
-
-    fn url(&self, database: &str, operation: &str) -> String {
-        format!(
-            "{}/database/1/{CONTAINER}/development/{database}/{operation}?ckAPIToken=api&ckWebAuthToken={TOKEN}",
-            self.server.base_url()
-        )
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        operation: &str,
-        body: Option<Vec<u8>>,
-    ) -> reqwest::Response {
-        let mut request = self
-            .client
-            .request(method, self.url("private", operation))
-            .header("content-type", "application/json");
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        request
-            .send()
-            .await
-            .expect("an answer, not a dropped connection")
-    }
-
-    async fn modify(&self, body: impl Into<Vec<u8>>) -> reqwest::Response {
-        self.send(Method::POST, "records/modify", Some(body.into()))
-            .await
-    }
-
-    /// A valid read and a valid write are both answered correctly.
-    async fn assert_serves_normally(&self, after: &str) {
-        let list = self.send(Method::GET, "zones/list", None).await;
-        assert_eq!(list.status(), StatusCode::OK, "zones/list after {after}");
-        let zones: Value = list.json().await.unwrap();
-        assert!(
-            zones["zones"].as_array().is_some_and(|zones| zones
-                .iter()
-                .any(|z| z["zoneID"]["zoneName"] == "_defaultZone")),
-            "after {after}: {zones}"
-        );
-
-        let name = format!("after-{}", uuid::Uuid::new_v4().simple());
-        let create = json!({
-            "operations": [{"operationType": "create", "record": {
+    let name = format!("after-{}", uuid::Uuid::new_v4().simple());
+    let saved = h
+        .modify(
+            "_defaultZone",
+            json!([{"operationType": "create", "record": {
                 "recordName": name, "recordType": "Note",
                 "fields": {"title": {"value": "still working", "type": "STRING"}}
-            }}],
-            "zoneID": {"zoneName": "_defaultZone"}
-        });
-        let saved = self.modify(create.to_string()).await;
-        assert_eq!(
-            saved.status(),
-            StatusCode::OK,
-            "records/modify after {after}"
-        );
-        let saved: Value = saved.json().await.unwrap();
-        assert_eq!(
-            saved["records"][0]["recordName"], name,
-            "after {after}: {saved}"
-        );
-        assert!(
-            saved["records"][0]["recordChangeTag"].is_string(),
-            "after {after}: {saved}"
-        );
-    }
-}
-
-/// Asserts a CloudKit error body with this status and code.
-async fn assert_cloudkit_error(
-    response: reqwest::Response,
-    status: StatusCode,
-    code: &str,
-    case: &str,
-) {
-    assert_eq!(response.status(), status, "{case}");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|value| value.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/json"),
-        "{case}: {content_type}"
+            }}]),
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "records/modify after {after}");
+    let saved = &saved.body;
+    assert_eq!(
+        saved["records"][0]["recordName"], name,
+        "after {after}: {saved}"
     );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["serverErrorCode"], code, "{case}: {body}");
     assert!(
-        body["uuid"].as_str().is_some_and(|uuid| !uuid.is_empty()),
-        "{case}: {body}"
+        saved["records"][0]["recordChangeTag"].is_string(),
+        "after {after}: {saved}"
     );
-    assert!(body["reason"].is_string(), "{case}: {body}");
 }
 
 #[tokio::test]
@@ -133,9 +48,9 @@ async fn malformed_json_is_a_bad_request() {
         ("operations=1", "form encoding"),
         (r#"{"operations": []} trailing"#, "trailing garbage"),
     ] {
-        let response = h.modify(body).await;
-        assert_cloudkit_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST", case).await;
-        h.assert_serves_normally(case).await;
+        let answer = h.post_bytes("records/modify", body).await;
+        answer.assert_cloudkit_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", case);
+        assert_serves_normally(&h, case).await;
     }
     h.server.shutdown().await.unwrap();
 }
@@ -145,15 +60,13 @@ async fn a_body_over_the_limit_is_refused_as_too_large() {
     let h = Harness::start().await;
     let padding = "x".repeat(10 * 1024 * 1024);
     let body = format!(r#"{{"operations": [], "padding": "{padding}"}}"#);
-    let response = h.modify(body).await;
-    assert_cloudkit_error(
-        response,
+    let answer = h.post_bytes("records/modify", body).await;
+    answer.assert_cloudkit_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "LIMIT_EXCEEDED",
         "10 MB body",
-    )
-    .await;
-    h.assert_serves_normally("10 MB body").await;
+    );
+    assert_serves_normally(&h, "10 MB body").await;
     h.server.shutdown().await.unwrap();
 }
 
@@ -161,9 +74,11 @@ async fn a_body_over_the_limit_is_refused_as_too_large() {
 async fn a_streamed_body_over_the_limit_is_refused_as_too_large() {
     let h = Harness::start().await;
     // Sent chunked, without a Content-Length, so the limit must be enforced while reading.
-    let path = format!(
-        "/database/1/{CONTAINER}/development/private/records/modify?ckAPIToken=api&ckWebAuthToken={TOKEN}"
-    );
+    let url = h.url_as(&h.token, "private", "records/modify");
+    let path = url
+        .strip_prefix(&h.server.base_url())
+        .expect("a URL on the server")
+        .to_owned();
     let stream = tokio::net::TcpStream::connect(h.server.local_addr())
         .await
         .unwrap();
@@ -198,7 +113,7 @@ async fn a_streamed_body_over_the_limit_is_refused_as_too_large() {
     let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
     assert_eq!(body["serverErrorCode"], "LIMIT_EXCEEDED", "{body}");
     assert!(body["uuid"].is_string(), "{body}");
-    h.assert_serves_normally("10 MB chunked body").await;
+    assert_serves_normally(&h, "10 MB chunked body").await;
     h.server.shutdown().await.unwrap();
 }
 
@@ -213,9 +128,9 @@ async fn deeply_nested_json_is_a_bad_request_not_a_stack_overflow() {
         (objects, "100,000 nested objects"),
         (inside, "nesting inside operations"),
     ] {
-        let response = h.modify(body).await;
-        assert_cloudkit_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST", case).await;
-        h.assert_serves_normally(case).await;
+        let answer = h.post_bytes("records/modify", body).await;
+        answer.assert_cloudkit_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", case);
+        assert_serves_normally(&h, case).await;
     }
     h.server.shutdown().await.unwrap();
 }
@@ -231,9 +146,9 @@ async fn invalid_utf8_is_a_bad_request() {
         (vec![0xff, 0xfe, 0xfd, 0x00], "binary garbage"),
         (in_string, "invalid UTF-8 inside a string"),
     ] {
-        let response = h.modify(body).await;
-        assert_cloudkit_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST", case).await;
-        h.assert_serves_normally(case).await;
+        let answer = h.post_bytes("records/modify", body).await;
+        answer.assert_cloudkit_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", case);
+        assert_serves_normally(&h, case).await;
     }
     h.server.shutdown().await.unwrap();
 }
@@ -248,12 +163,12 @@ async fn a_wrong_method_is_method_not_allowed() {
         (Method::POST, "zones/list", Some(b"{}".to_vec())),
     ] {
         let case = format!("{method} {operation}");
-        let response = h.send(method, operation, body).await;
-        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{case}");
-        let body: Value = response.json().await.unwrap();
+        let answer = h.send(method, operation, body).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{case}");
+        let body = &answer.body;
         assert!(body["serverErrorCode"].is_string(), "{case}: {body}");
         assert!(body["uuid"].is_string(), "{case}: {body}");
-        h.assert_serves_normally(&case).await;
+        assert_serves_normally(&h, &case).await;
     }
     h.server.shutdown().await.unwrap();
 }
@@ -262,43 +177,26 @@ async fn a_wrong_method_is_method_not_allowed() {
 async fn an_unknown_operation_is_not_found() {
     let h = Harness::start().await;
     for operation in ["records/frobnicate", "nothing", "records/modify/extra"] {
-        let response = h.send(Method::POST, operation, Some(b"{}".to_vec())).await;
-        assert_cloudkit_error(response, StatusCode::NOT_FOUND, "NOT_FOUND", operation).await;
-        h.assert_serves_normally(operation).await;
+        let answer = h.send(Method::POST, operation, Some(b"{}".to_vec())).await;
+        answer.assert_cloudkit_error(StatusCode::NOT_FOUND, "NOT_FOUND", operation);
+        assert_serves_normally(&h, operation).await;
     }
-    let elsewhere = h
-        .client
-        .get(format!("{}/no/such/path", h.server.base_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_cloudkit_error(
-        elsewhere,
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
-        "/no/such/path",
-    )
-    .await;
+    let elsewhere = h.send_raw(Method::GET, &h.url("/no/such/path"), None).await;
+    elsewhere.assert_cloudkit_error(StatusCode::NOT_FOUND, "NOT_FOUND", "/no/such/path");
     h.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_missing_body_is_a_bad_request() {
     let h = Harness::start().await;
-    let response = h.send(Method::POST, "records/modify", None).await;
-    assert_cloudkit_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST", "no body").await;
-    h.assert_serves_normally("no body").await;
-    let response = h
+    let answer = h.send(Method::POST, "records/modify", None).await;
+    answer.assert_cloudkit_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "no body");
+    assert_serves_normally(&h, "no body").await;
+    let answer = h
         .send(Method::POST, "records/lookup", Some(Vec::new()))
         .await;
-    assert_cloudkit_error(
-        response,
-        StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
-        "empty body",
-    )
-    .await;
-    h.assert_serves_normally("empty body").await;
+    answer.assert_cloudkit_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "empty body");
+    assert_serves_normally(&h, "empty body").await;
     h.server.shutdown().await.unwrap();
 }
 
@@ -335,11 +233,11 @@ async fn json_of_the_wrong_shape_is_a_bad_request() {
             "zones not a list",
         ),
     ] {
-        let response = h
+        let answer = h
             .send(Method::POST, operation, Some(body.to_string().into_bytes()))
             .await;
-        assert_cloudkit_error(response, StatusCode::BAD_REQUEST, "BAD_REQUEST", case).await;
-        h.assert_serves_normally(case).await;
+        answer.assert_cloudkit_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", case);
+        assert_serves_normally(&h, case).await;
     }
     h.server.shutdown().await.unwrap();
 }
@@ -353,14 +251,16 @@ async fn a_flood_of_bad_requests_leaves_the_server_serving() {
         "[".repeat(50_000).into_bytes(),
         br#"{"operations": "no"}"#.to_vec(),
     ];
+    let url = h.url_as(&h.token, "private", "records/modify");
+    let (harness, url) = (&h, url.as_str());
     let requests = (0..40).map(|i| {
         let body = bad[i % bad.len()].clone();
-        let request = h
-            .client
-            .post(h.url("private", "records/modify"))
-            .body(body)
-            .send();
-        async move { request.await.expect("an answer").status() }
+        async move {
+            harness
+                .respond(Method::POST, url, &[], Some(body))
+                .await
+                .status()
+        }
     });
     let statuses = futures::future::join_all(requests).await;
     assert!(
@@ -369,6 +269,6 @@ async fn a_flood_of_bad_requests_leaves_the_server_serving() {
             .all(|status| *status == StatusCode::BAD_REQUEST),
         "{statuses:?}"
     );
-    h.assert_serves_normally("40 concurrent bad requests").await;
+    assert_serves_normally(&h, "40 concurrent bad requests").await;
     h.server.shutdown().await.unwrap();
 }

@@ -7,51 +7,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+mod common;
 
-use reqwest::StatusCode;
-use serde_json::Value;
-use skysync_devserver::{DevServer, ServerConfig};
+use common::{Answer, Harness};
+use reqwest::{Method, StatusCode};
+use skysync_devserver::ServerConfig;
 
-const CONTAINER: &str = "iCloud.com.example.skysync";
 const BURST: usize = 10;
 
-struct Harness {
-    server: DevServer,
-    client: reqwest::Client,
+/// A server that lets each user make `rate_limit` requests per second (no limit for `None`).
+async fn start(rate_limit: Option<u32>) -> Harness {
+    Harness::with_config(ServerConfig {
+        rate_limit,
+        ..ServerConfig::default()
+    })
+    .await
 }
 
-impl Harness {
-    async fn start(rate_limit: Option<u32>) -> Harness {
-        let server = DevServer::start(ServerConfig {
-            rate_limit,
-            ..ServerConfig::default()
-        })
-        .await
-        .unwrap();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Harness { server, client }
-    }
-
-    async fn zones_list(&self, web_token: &str) -> reqwest::Response {
-        self.client
-            .get(format!(
-                "{}/database/1/{CONTAINER}/development/private/zones/list?ckAPIToken=api&ckWebAuthToken={web_token}",
-                self.server.base_url()
-            ))
-            .send()
-            .await
-            .unwrap()
-    }
+/// `zones/list` in the private database as the user signed in with `web_token`.
+async fn zones_list(h: &Harness, web_token: &str) -> Answer {
+    h.get_as(web_token, "private", "zones/list").await
 }
 
 /// Asserts a `429 THROTTLED` CloudKit body with a `retryAfter` of at least one second.
-async fn assert_throttled(response: reqwest::Response) {
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let body: Value = response.json().await.unwrap();
+fn assert_throttled(answer: &Answer) {
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    let body = &answer.body;
     assert_eq!(body["serverErrorCode"], "THROTTLED", "{body}");
     assert!(
         body["retryAfter"].as_u64().is_some_and(|secs| secs >= 1),
@@ -63,19 +44,19 @@ async fn assert_throttled(response: reqwest::Response) {
 
 #[tokio::test]
 async fn a_burst_beyond_the_limit_is_throttled_while_another_user_is_served() {
-    let h = Harness::start(Some(1)).await;
+    let h = start(Some(1)).await;
 
-    let first = h.zones_list("alice").await;
-    assert_eq!(first.status(), StatusCode::OK);
+    let first = zones_list(&h, "alice").await;
+    assert_eq!(first.status, StatusCode::OK);
 
     let mut throttled = 0;
     for _ in 0..BURST {
-        let response = h.zones_list("alice").await;
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            assert_throttled(response).await;
+        let answer = zones_list(&h, "alice").await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_throttled(&answer);
             throttled += 1;
         } else {
-            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(answer.status, StatusCode::OK);
         }
     }
     assert!(
@@ -83,20 +64,19 @@ async fn a_burst_beyond_the_limit_is_throttled_while_another_user_is_served() {
         "only {throttled} of {BURST} burst requests were throttled"
     );
 
-    let bob = h.zones_list("bob").await;
-    assert_eq!(bob.status(), StatusCode::OK);
-    let body: Value = bob.json().await.unwrap();
-    assert!(body["zones"].is_array(), "{body}");
+    let bob = zones_list(&h, "bob").await;
+    assert_eq!(bob.status, StatusCode::OK);
+    assert!(bob.body["zones"].is_array(), "{}", bob.body);
     h.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_user_stays_limited_when_it_switches_to_its_rotated_web_token() {
-    let h = Harness::start(Some(1)).await;
-    let first = h.zones_list("carol").await;
-    assert_eq!(first.status(), StatusCode::OK);
+    let h = start(Some(1)).await;
+    let first = zones_list(&h, "carol").await;
+    assert_eq!(first.status, StatusCode::OK);
     let mut token = first
-        .headers()
+        .headers
         .get("X-Apple-CloudKit-Web-Auth-Token")
         .expect("a rotated web auth token")
         .to_str()
@@ -105,16 +85,11 @@ async fn a_user_stays_limited_when_it_switches_to_its_rotated_web_token() {
 
     let mut throttled = 0;
     for _ in 0..BURST {
-        let encoded = token
-            .replace('%', "%25")
-            .replace('+', "%2B")
-            .replace('/', "%2F")
-            .replace('=', "%3D");
-        let response = h.zones_list(&encoded).await;
-        if let Some(rotated) = response.headers().get("X-Apple-CloudKit-Web-Auth-Token") {
+        let answer = zones_list(&h, &token).await;
+        if let Some(rotated) = answer.headers.get("X-Apple-CloudKit-Web-Auth-Token") {
             token = rotated.to_str().unwrap().to_owned();
         }
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
             throttled += 1;
         }
     }
@@ -127,24 +102,19 @@ async fn a_user_stays_limited_when_it_switches_to_its_rotated_web_token() {
 
 #[tokio::test]
 async fn without_a_limit_a_burst_is_served() {
-    let h = Harness::start(None).await;
+    let h = start(None).await;
     for _ in 0..BURST {
-        assert_eq!(h.zones_list("dave").await.status(), StatusCode::OK);
+        assert_eq!(zones_list(&h, "dave").await.status, StatusCode::OK);
     }
     h.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn fault_endpoints_are_not_rate_limited() {
-    let h = Harness::start(Some(1)).await;
+    let h = start(Some(1)).await;
     for _ in 0..BURST {
-        let response = h
-            .client
-            .get(format!("{}/_dev/faults", h.server.base_url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        let answer = h.respond(Method::GET, &h.faults_url(), &[], None).await;
+        assert_eq!(answer.status(), StatusCode::OK);
     }
     h.server.shutdown().await.unwrap();
 }

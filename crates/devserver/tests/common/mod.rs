@@ -32,6 +32,24 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// Reads a response whose body must be JSON.
+    pub async fn read(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}), status {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
     /// The `records` array.
     pub fn records(&self) -> &Vec<Value> {
         self.body["records"]
@@ -59,6 +77,30 @@ impl Answer {
             self.body
         );
     }
+
+    /// Asserts a CloudKit error as a client meets it on the wire: `status`, a JSON content type,
+    /// `code`, a non-empty `uuid` and a `reason`. `case` names the request in failure messages.
+    /// Returns the error body.
+    pub fn assert_cloudkit_error(&self, status: StatusCode, code: &str, case: &str) -> &Value {
+        let body = &self.body;
+        assert_eq!(self.status, status, "{case}: {body}");
+        let content_type = self
+            .headers
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{case}: {content_type}"
+        );
+        assert_eq!(body["serverErrorCode"], code, "{case}: {body}");
+        assert!(
+            body["uuid"].as_str().is_some_and(|uuid| !uuid.is_empty()),
+            "{case}: {body}"
+        );
+        assert!(body["reason"].is_string(), "{case}: {body}");
+        body
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -79,6 +121,11 @@ pub fn encode(token: &str) -> String {
         .replace(' ', "%20")
 }
 
+/// The path of `operation` in `database` of the test container's development environment.
+pub fn database_path(database: &str, operation: &str) -> String {
+    format!("/database/1/{CONTAINER}/development/{database}/{operation}")
+}
+
 impl Harness {
     pub async fn start() -> Harness {
         Harness::with_config(ServerConfig::default()).await
@@ -93,42 +140,128 @@ impl Harness {
         }
     }
 
-    /// The URL of `operation` in `database`, with the harness's web token (or none if `token` is empty).
-    pub fn url_as(&self, token: &str, database: &str, operation: &str) -> String {
-        let mut url = format!(
-            "{}/database/1/{CONTAINER}/development/{database}/{operation}?ckAPIToken=api",
-            self.server.base_url()
-        );
-        if !token.is_empty() {
-            url.push_str("&ckWebAuthToken=");
-            url.push_str(&encode(token));
-        }
-        url
+    /// The server's URL for `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base_url())
     }
 
-    pub async fn send_raw(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Answer {
+    /// The URL of `operation` in `database`, with web token `token` (or none if `token` is empty).
+    pub fn url_as(&self, token: &str, database: &str, operation: &str) -> String {
+        with_web_token(
+            self.url(&format!(
+                "{}?ckAPIToken=api",
+                database_path(database, operation)
+            )),
+            token,
+        )
+    }
+
+    /// The URL of the notification-token `operation` (`create`, `register`), with web token
+    /// `token` (or none if `token` is empty).
+    pub fn tokens_url_as(&self, token: &str, operation: &str) -> String {
+        with_web_token(
+            self.url(&format!(
+                "/device/1/{CONTAINER}/development/tokens/{operation}?ckAPIToken=api"
+            )),
+            token,
+        )
+    }
+
+    /// The URL of the fault endpoint, `/_dev/faults`.
+    pub fn faults_url(&self) -> String {
+        self.url("/_dev/faults")
+    }
+
+    /// Sends `body` (if any) with a JSON content type and the extra `headers`, and returns the
+    /// response unread, for answers that may not be JSON.
+    pub async fn respond(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> reqwest::Response {
         let mut request = self
             .client
             .request(method, url)
             .header("content-type", "application/json; charset=utf-8");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.body(body);
         }
-        let response = request.send().await.expect("an answer");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}), status {status}: {}",
-                String::from_utf8_lossy(&bytes)
+        request
+            .send()
+            .await
+            .expect("an answer, not a dropped connection")
+    }
+
+    /// Like [`Harness::send_raw`], with extra `headers`.
+    pub async fn send_with_headers(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        Answer::read(self.respond(method, url, headers, body).await).await
+    }
+
+    /// Sends `body` (if any, any bytes) to `url` and reads the JSON answer.
+    pub async fn send_raw(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Answer {
+        self.send_with_headers(method, url, &[], body).await
+    }
+
+    /// Sends `body` (if any, any bytes) to `operation` in the private database as the harness's user.
+    pub async fn send(&self, method: Method, operation: &str, body: Option<Vec<u8>>) -> Answer {
+        let url = self.url_as(&self.token, "private", operation);
+        self.send_raw(method, &url, body).await
+    }
+
+    /// POSTs `body` (any bytes, not necessarily JSON) to `operation` in the private database as the
+    /// harness's user.
+    pub async fn post_bytes(&self, operation: &str, body: impl Into<Vec<u8>>) -> Answer {
+        self.send(Method::POST, operation, Some(body.into())).await
+    }
+
+    /// Arms one fault with `POST /_dev/faults` and returns the armed fault as the server lists it.
+    pub async fn arm_fault(&self, fault: Value) -> Value {
+        let answer = self
+            .send_raw(
+                Method::POST,
+                &self.faults_url(),
+                Some(fault.to_string().into_bytes()),
             )
-        });
-        Answer {
-            status,
-            body,
-            headers,
-        }
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "arming {fault}: {}",
+            answer.body
+        );
+        answer.body
+    }
+
+    /// The faults still armed, as `GET /_dev/faults` lists them.
+    pub async fn armed_faults(&self) -> Vec<Value> {
+        let answer = self.send_raw(Method::GET, &self.faults_url(), None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body["faults"].as_array().cloned().unwrap()
+    }
+
+    /// `zones/list` as the harness's user answers 200 with the default zone; `context` says when, for
+    /// failure messages.
+    pub async fn assert_lists_default_zone(&self, context: &str) {
+        let list = self.get("zones/list").await;
+        assert_eq!(list.status, StatusCode::OK, "zones/list {context}");
+        assert!(
+            list.body["zones"].as_array().is_some_and(|zones| zones
+                .iter()
+                .any(|zone| zone["zoneID"]["zoneName"] == "_defaultZone")),
+            "{context}: {}",
+            list.body
+        );
     }
 
     pub async fn post_as(
@@ -227,6 +360,15 @@ impl Harness {
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         answer.body["zones"][0].clone()
     }
+}
+
+/// `url` with `&ckWebAuthToken=` and `token` encoded appended, or `url` as it is if `token` is empty.
+fn with_web_token(mut url: String, token: &str) -> String {
+    if !token.is_empty() {
+        url.push_str("&ckWebAuthToken=");
+        url.push_str(&encode(token));
+    }
+    url
 }
 
 /// The `recordChangeTag` of a record entry.
