@@ -79,12 +79,7 @@ async fn stop_signal() {
     }
 }
 
-async fn run(args: Args) -> Result<(), DevServerError> {
-    let s2s_keys = args
-        .s2s_keys
-        .iter()
-        .map(|value| s2s_key(value))
-        .collect::<Result<Vec<_>, _>>()?;
+async fn run(args: Args, s2s_keys: Vec<(String, String)>) -> Result<(), DevServerError> {
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data,
@@ -110,8 +105,7 @@ async fn run(args: Args) -> Result<(), DevServerError> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -119,7 +113,19 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    // Key files are read here, before the runtime starts, so no async thread waits on the disk.
+    let result = args
+        .s2s_keys
+        .iter()
+        .map(|value| s2s_key(value))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|s2s_keys| {
+            tokio::runtime::Runtime::new()
+                .map_err(DevServerError::Serve)?
+                .block_on(run(args, s2s_keys))
+        });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "skysync-devserver failed");
