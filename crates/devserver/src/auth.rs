@@ -132,7 +132,18 @@ mod tests {
     #[test]
     fn server_keys_and_web_tokens_name_different_users() {
         assert_ne!(server_key_user("k"), web_token_user("k"));
+    }
+
+    #[test]
+    fn each_sign_in_token_names_a_new_user_who_keeps_it_through_rotation() {
         let fresh = new_web_token();
-        assert_eq!(web_token_user(&fresh), web_token_user(&fresh));
+        let user = web_token_user(&fresh);
+        assert_ne!(user, web_token_user(&new_web_token()));
+        assert_eq!(
+            format!("{ROTATED_PREFIX}{}.", &user[1..]),
+            fresh[..ROTATED_PREFIX.len() + USER_HEX_DIGITS + 1],
+            "the token names its user directly"
+        );
+        assert_eq!(web_token_user(&rotated_web_token(&user)), user);
     }
 }
