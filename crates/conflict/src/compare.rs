@@ -2,7 +2,7 @@
 //! null alike (and a NaN as equal to itself), the orders strategies rank copies by, and the fixed
 //! content order ties fall back to.
 
-use crate::resolution::ParkReason;
+use crate::resolution::{ParkReason, rebase_onto};
 use crate::resolver::Side;
 use skysync_model::{Field, FieldValue, Location, Record, codec};
 use std::cmp::Ordering;
@@ -69,17 +69,15 @@ pub(crate) fn same_content(a: &Record, b: &Record) -> bool {
 }
 
 /// `local`'s fields laid over `server`'s: what the server holds after `local` is sent as an update
-/// (fields `local` does not name keep the server's values). Identity and type are `local`'s, system
-/// fields the server's.
+/// (fields `local` does not name keep the server's values), rebased onto the server copy.
 pub(crate) fn overlay(local: &Record, server: &Record) -> Record {
-    let mut fields = server.fields.clone();
-    fields.extend(local.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-    Record {
-        id: local.id.clone(),
-        record_type: local.record_type.clone(),
-        fields,
-        system: server.system.clone(),
+    let mut laid = local.clone();
+    for (name, field) in &server.fields {
+        laid.fields
+            .entry(name.clone())
+            .or_insert_with(|| field.clone());
     }
+    rebase_onto(laid, server)
 }
 
 /// The copy whose fields come later in a fixed order of their encoded contents; the local copy when

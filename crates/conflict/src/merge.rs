@@ -2,11 +2,11 @@
 //! both sides changed.
 
 use crate::compare::{same_field, valued};
-use crate::resolution::{ParkReason, Resolution};
+use crate::resolution::{ParkReason, Resolution, rebase_onto};
 use crate::resolver::{ConflictResolver, DeletePolicy, Side, Tiebreak, by_case, send_over};
 use crate::strategies::{EditCount, LastWriterWinsByClock, LastWriterWinsByServerTime};
 use skysync_model::{Field, FieldValue, PendingChange, Record};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -78,7 +78,7 @@ impl ThreeWayMerge {
             .chain(server.fields.keys())
             .chain(base.iter().flat_map(|b| b.fields.keys()))
             .collect();
-        let mut fields = BTreeMap::new();
+        let mut merged = Record::new(local.id.clone(), local.record_type.clone());
         for name in names {
             let server_field = server.fields.get(name);
             let base_field = base.map(|b| b.fields.get(name));
@@ -112,14 +112,9 @@ impl ThreeWayMerge {
             };
             // No value on the winning side: say so explicitly, so the clear is sent.
             let field = chosen.unwrap_or_else(|| Field::plain(FieldValue::Null));
-            fields.insert(name.clone(), field);
+            merged.fields.insert(name.clone(), field);
         }
-        Ok(Record {
-            id: local.id.clone(),
-            record_type: local.record_type.clone(),
-            fields,
-            system: server.system.clone(),
-        })
+        Ok(rebase_onto(merged, server))
     }
 }
 
