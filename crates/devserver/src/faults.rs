@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use skysync_model::ServerErrorCode;
 use skysync_model::wire::ErrorBody;
 
-use crate::reply::{error_reply, json_reply};
+use crate::reply::{error_reply, json_reply, wrong_method_reply};
 
 /// The longest delay a fault may ask for (five minutes), so that a mistyped delay cannot hang a test
 /// run for hours.
@@ -446,16 +446,10 @@ async fn clear_faults(State(faults): State<Faults>) -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response = error_reply(
-        ServerErrorCode::BadRequest,
+    wrong_method_reply(
+        "GET,POST,DELETE",
         "/_dev/faults answers GET (list), POST (arm) and DELETE (clear)",
-        None,
-    );
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET,POST,DELETE"));
-    response
+    )
 }
 
 /// Applies armed faults to CloudKit requests (`/database/1/…` and `/device/1/…/tokens/…`); other

@@ -48,6 +48,17 @@ pub fn error_body_reply(body: ErrorBody) -> Response {
     json_reply(status, &body)
 }
 
+/// A wrong method, as CloudKit answers it: `405` with a `BAD_REQUEST` body saying `reason`, and an
+/// `Allow` header naming the methods the endpoint serves (e.g. `GET` or `GET,POST,DELETE`).
+pub(crate) fn wrong_method_reply(allow: &str, reason: &str) -> Response {
+    let mut response = error_reply(ServerErrorCode::BadRequest, reason, None);
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    if let Ok(allow) = HeaderValue::from_str(allow) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
 /// A request refused as a whole: the CloudKit code, the reason, and (for `AUTHENTICATION_REQUIRED`)
 /// where to sign in. Answered with the code's HTTP status and a CloudKit error body.
 #[derive(Clone, Debug, PartialEq, Eq)]

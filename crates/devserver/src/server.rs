@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skysync_model::ServerErrorCode;
 use skysync_model::wire::{
-    CourierPoll, ErrorBody, TokenCreateRequest, TokenCreateResponse, TokenRegisterRequest,
-    UserIdentity, UsersResponse,
+    CourierPoll, TokenCreateRequest, TokenCreateResponse, TokenRegisterRequest, UserIdentity,
+    UsersResponse,
 };
 use tokio::sync::{RwLock, watch};
 
@@ -29,7 +29,7 @@ use crate::faults::{self, Faults};
 use crate::persist::Disk;
 use crate::rate_limit::{self, RateLimit};
 use crate::records::{self, Planned, Writer};
-use crate::reply::{Refusal, error_reply, json_reply};
+use crate::reply::{Refusal, error_reply, json_reply, wrong_method_reply};
 use crate::s2s::{DATE_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER, ServerKeys, SignedRequest};
 use crate::state::{CourierOwner, Database, DbKey, Scope, State as Data, Write};
 use crate::{DevServerError, ServerConfig, changes, subscriptions, zones};
@@ -267,22 +267,10 @@ async fn unknown_path() -> Response {
 }
 
 fn method_not_allowed(allowed: &Method, method: &Method) -> Response {
-    let mut response = json_reply(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &ErrorBody {
-            uuid: Some(uuid::Uuid::new_v4().to_string()),
-            server_error_code: ServerErrorCode::BadRequest,
-            reason: Some(format!(
-                "method {method} is not allowed on this endpoint; use {allowed}"
-            )),
-            retry_after: None,
-            redirect_url: None,
-        },
-    );
-    if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
-    response
+    wrong_method_reply(
+        allowed.as_str(),
+        &format!("method {method} is not allowed on this endpoint; use {allowed}"),
+    )
 }
 
 async fn support_wrong_method(method: Method) -> Response {
