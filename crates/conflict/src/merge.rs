@@ -1,11 +1,12 @@
 //! [`ThreeWayMerge`]: field by field against the common base, with a [`Fallback`] for the fields
 //! both sides changed.
 
-use crate::compare::{same_field, valued};
+use crate::compare::{self, same_field, valued};
 use crate::resolution::{ParkReason, Resolution, rebase_onto};
 use crate::resolver::{ConflictResolver, DeletePolicy, Side, Tiebreak, by_case, send_over};
-use crate::strategies::{EditCount, LastWriterWinsByClock, LastWriterWinsByServerTime};
+use crate::strategies::LastWriterWinsByServerTime;
 use skysync_model::{Field, FieldValue, PendingChange, Record};
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
@@ -195,14 +196,14 @@ pub enum Fallback {
     ServerWins,
     /// The copy the server stamped later wins (see [`LastWriterWinsByServerTime`]).
     LastWriterWinsByServerTime,
-    /// The copy with the later clock field wins (see [`LastWriterWinsByClock`]).
+    /// The copy with the later clock field wins (see [`crate::LastWriterWinsByClock`]).
     LastWriterWinsByClock {
         /// The clock field.
         field: String,
         /// Who wins equal clocks.
         tiebreak: Tiebreak,
     },
-    /// The copy with the higher edit count wins (see [`EditCount`]).
+    /// The copy with the higher edit count wins (see [`crate::EditCount`]).
     EditCount {
         /// The edit-count field.
         field: String,
@@ -227,31 +228,25 @@ impl Fallback {
         record_winner: &mut Option<Result<Side, ParkReason>>,
     ) -> FieldPick {
         let (local, server) = (clash.local_record, clash.server_record);
+        // The same order and tiebreak as the strategy of the same name.
+        let ranked = |order: Result<Ordering, ParkReason>, tiebreak: &Tiebreak| {
+            order.and_then(|order| tiebreak.winner(order, local, server))
+        };
         let winner = match self {
             Fallback::ClientWins => Ok(Side::Local),
             Fallback::ServerWins => Ok(Side::Server),
             Fallback::Custom(FieldRule(rule)) => return rule(clash),
-            Fallback::LastWriterWinsByServerTime => record_winner
-                .get_or_insert_with(|| Ok(LastWriterWinsByServerTime::winner(local, server)))
-                .clone(),
+            Fallback::LastWriterWinsByServerTime => {
+                Ok(LastWriterWinsByServerTime::winner(local, server))
+            }
             Fallback::LastWriterWinsByClock { field, tiebreak } => record_winner
                 .get_or_insert_with(|| {
-                    LastWriterWinsByClock {
-                        field: field.clone(),
-                        tiebreak: tiebreak.clone(),
-                        on_delete: DeletePolicy::default(),
-                    }
-                    .winner(local, server)
+                    ranked(compare::order_by_clock(field, local, server), tiebreak)
                 })
                 .clone(),
             Fallback::EditCount { field, tiebreak } => record_winner
                 .get_or_insert_with(|| {
-                    EditCount {
-                        field: field.clone(),
-                        tiebreak: tiebreak.clone(),
-                        on_delete: DeletePolicy::default(),
-                    }
-                    .winner(local, server)
+                    ranked(compare::order_by_count(field, local, server), tiebreak)
                 })
                 .clone(),
         };

@@ -4,6 +4,7 @@
 use crate::compare;
 use crate::resolution::{ParkReason, Resolution, rebase_onto};
 use skysync_model::{PendingChange, Record};
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// Decides how one conflict is settled.
@@ -157,11 +158,26 @@ impl Tiebreak {
             Tiebreak::Content => Ok(compare::content_winner(local, server)),
             Tiebreak::Local => Ok(Side::Local),
             Tiebreak::Server => Ok(Side::Server),
-            Tiebreak::Field(field) => match compare::order_by_clock(field, local, server)? {
-                std::cmp::Ordering::Greater => Ok(Side::Local),
-                std::cmp::Ordering::Less => Ok(Side::Server),
-                std::cmp::Ordering::Equal => Ok(compare::content_winner(local, server)),
-            },
+            Tiebreak::Field(field) => Tiebreak::Content.winner(
+                compare::order_by_clock(field, local, server)?,
+                local,
+                server,
+            ),
+        }
+    }
+
+    /// The copy `order` (local against server) ranks higher, or this tiebreak's pick when it
+    /// ranks them equal: how every strategy that orders copies by a field picks its winner.
+    pub(crate) fn winner(
+        &self,
+        order: Ordering,
+        local: &Record,
+        server: &Record,
+    ) -> Result<Side, ParkReason> {
+        match order {
+            Ordering::Greater => Ok(Side::Local),
+            Ordering::Less => Ok(Side::Server),
+            Ordering::Equal => self.pick(local, server),
         }
     }
 }

@@ -5,7 +5,6 @@ use crate::compare;
 use crate::resolution::{ParkReason, Resolution};
 use crate::resolver::{ConflictResolver, DeletePolicy, Side, Tiebreak, by_case, side_wins};
 use skysync_model::{PendingChange, Record};
-use std::cmp::Ordering;
 use std::fmt;
 
 /// The server's copy always wins; the local change is dropped.
@@ -169,9 +168,8 @@ impl LastWriterWinsByClock {
 
     /// Which copy's clock is later (ties to the tiebreak); a reason to park when it cannot tell.
     pub fn winner(&self, local: &Record, server: &Record) -> Result<Side, ParkReason> {
-        ordered_winner(
+        self.tiebreak.winner(
             compare::order_by_clock(&self.field, local, server)?,
-            &self.tiebreak,
             local,
             server,
         )
@@ -231,9 +229,8 @@ impl EditCount {
 
     /// Which copy has the higher count (ties to the tiebreak); a reason to park when it cannot tell.
     pub fn winner(&self, local: &Record, server: &Record) -> Result<Side, ParkReason> {
-        ordered_winner(
+        self.tiebreak.winner(
             compare::order_by_count(&self.field, local, server)?,
-            &self.tiebreak,
             local,
             server,
         )
@@ -253,19 +250,6 @@ impl ConflictResolver for EditCount {
                 Err(reason) => Resolution::Park { reason },
             }
         })
-    }
-}
-
-fn ordered_winner(
-    order: Ordering,
-    tiebreak: &Tiebreak,
-    local: &Record,
-    server: &Record,
-) -> Result<Side, ParkReason> {
-    match order {
-        Ordering::Greater => Ok(Side::Local),
-        Ordering::Less => Ok(Side::Server),
-        Ordering::Equal => tiebreak.pick(local, server),
     }
 }
 
