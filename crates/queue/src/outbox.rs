@@ -15,7 +15,7 @@ use crate::batch::{Batch, BatchLimits, ChangeSeq, OutboxEntry, ParkedChange, Que
 use crate::error::QueueError;
 use crate::keys;
 use crate::{QueuedChange, TxnRead};
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use skysync_model::{PendingChange, RecordId, SystemFields, ZoneId, codec};
 use std::fmt::Display;
@@ -203,36 +203,41 @@ impl Outbox {
         let key = self.record_key(id)?;
         let mut by_record = self.st(txn.open_table(BY_RECORD))?;
         let mut pending = self.st(txn.open_table(PENDING))?;
-        let Some(pos) = self.st(by_record.get(key.as_slice()))?.map(|g| g.value()) else {
-            return Ok(false);
-        };
-        let current = match self.st(pending.get(pos))? {
-            Some(value) => self.decode_entry(value.value())?.seq,
-            None => {
-                return Err(self.corrupt(
-                    BY_RECORD_NAME,
-                    format!("record index points at empty position {pos}"),
-                ));
-            }
-        };
-        if current != seq {
-            return Ok(false);
-        }
-        self.st(pending.remove(pos))?;
-        self.st(by_record.remove(key.as_slice()))?;
-        Ok(true)
+        self.ack_key(&mut by_record, &mut pending, &key, seq)
     }
 
     /// Acknowledges a batch after the server confirmed it: removes exactly the versions it carries.
     /// Returns how many were removed (a change edited after the batch was formed stays pending).
     pub fn ack(&self, txn: &WriteTransaction, batch: &Batch) -> Result<usize, QueueError> {
+        let mut by_record = self.st(txn.open_table(BY_RECORD))?;
+        let mut pending = self.st(txn.open_table(PENDING))?;
         let mut removed = 0;
         for change in batch.changes() {
-            if self.ack_change(txn, change.record_id(), change.seq)? {
+            let key = self.record_key(change.record_id())?;
+            if self.ack_key(&mut by_record, &mut pending, &key, change.seq)? {
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// [`Outbox::ack_change`] over tables the caller opened, by record key.
+    fn ack_key(
+        &self,
+        by_record: &mut Table<'_, &'static [u8], i64>,
+        pending: &mut Table<'_, i64, &'static [u8]>,
+        key: &[u8],
+        seq: ChangeSeq,
+    ) -> Result<bool, QueueError> {
+        let Some(pos) = self.st(by_record.get(key))?.map(|g| g.value()) else {
+            return Ok(false);
+        };
+        if self.entry_at(pending, pos)?.0.seq != seq {
+            return Ok(false);
+        }
+        self.st(pending.remove(pos))?;
+        self.st(by_record.remove(key))?;
+        Ok(true)
     }
 
     /// Moves the batch's records to the front of the outbox, in the batch's order, so that they go
@@ -253,10 +258,7 @@ impl Outbox {
                 continue;
             };
             let Some(value) = self.st(pending.remove(pos))?.map(|g| g.value().to_vec()) else {
-                return Err(self.corrupt(
-                    BY_RECORD_NAME,
-                    format!("record index points at empty position {pos}"),
-                ));
+                return Err(self.dangling_index(pos));
             };
             let new_pos = self.front_position(&mut meta)?;
             self.st(pending.insert(new_pos, value.as_slice()))?;
@@ -281,15 +283,7 @@ impl Outbox {
         let Some(pos) = self.st(by_record.get(key.as_slice()))?.map(|g| g.value()) else {
             return Ok(false);
         };
-        let entry = match self.st(pending.get(pos))? {
-            Some(value) => self.decode_entry(value.value())?,
-            None => {
-                return Err(self.corrupt(
-                    BY_RECORD_NAME,
-                    format!("record index points at empty position {pos}"),
-                ));
-            }
-        };
+        let (entry, _) = self.entry_at(&pending, pos)?;
         if entry.seq != seq {
             return Ok(false);
         }
@@ -370,18 +364,11 @@ impl Outbox {
         let by_record = self.st(txn.table(BY_RECORD))?;
         if let Some(pos) = self.st(by_record.get(key.as_slice()))?.map(|g| g.value()) {
             let pending = self.st(txn.table(PENDING))?;
-            let Some(value) = self.st(pending.get(pos))? else {
-                return Err(self.corrupt(
-                    BY_RECORD_NAME,
-                    format!("record index points at empty position {pos}"),
-                ));
-            };
-            let bytes = value.value();
-            let entry = self.decode_entry(bytes)?;
+            let (entry, encoded_len) = self.entry_at(&pending, pos)?;
             return Ok(Some(OutboxEntry::Pending(QueuedChange {
                 seq: entry.seq,
                 change: entry.change,
-                encoded_len: bytes.len(),
+                encoded_len,
             })));
         }
         let parked = self.st(txn.table(PARKED))?;
@@ -407,13 +394,7 @@ impl Outbox {
         let by_record = self.st(txn.open_table(BY_RECORD))?;
         if let Some(pos) = self.st(by_record.get(key.as_slice()))?.map(|g| g.value()) {
             let mut pending = self.st(txn.open_table(PENDING))?;
-            let Some(value) = self.st(pending.get(pos))?.map(|g| g.value().to_vec()) else {
-                return Err(self.corrupt(
-                    BY_RECORD_NAME,
-                    format!("record index points at empty position {pos}"),
-                ));
-            };
-            let mut entry = self.decode_entry(&value)?;
+            let (mut entry, _) = self.entry_at(&pending, pos)?;
             apply_tag(&mut entry.change, system);
             let bytes = self.encode_entry(entry.seq, entry.change)?;
             self.st(pending.insert(pos, bytes.as_slice()))?;
@@ -581,6 +562,26 @@ impl Outbox {
 
     fn decode_entry(&self, bytes: &[u8]) -> Result<StoredEntry, QueueError> {
         codec::decode(bytes).map_err(|e| self.corrupt(PENDING_NAME, e))
+    }
+
+    /// The pending entry at `pos`, which the record index points at, and its encoded length.
+    fn entry_at(
+        &self,
+        pending: &impl ReadableTable<i64, &'static [u8]>,
+        pos: i64,
+    ) -> Result<(StoredEntry, usize), QueueError> {
+        let Some(value) = self.st(pending.get(pos))? else {
+            return Err(self.dangling_index(pos));
+        };
+        let bytes = value.value();
+        Ok((self.decode_entry(bytes)?, bytes.len()))
+    }
+
+    fn dangling_index(&self, pos: i64) -> QueueError {
+        self.corrupt(
+            BY_RECORD_NAME,
+            format!("record index points at empty position {pos}"),
+        )
     }
 
     fn decode_parked(&self, bytes: &[u8]) -> Result<ParkedChange, QueueError> {
