@@ -319,6 +319,24 @@ impl CloudKitClient {
         url
     }
 
+    /// Sends a JSON body to `url` (authenticated) and reads the answer, whatever its status.
+    async fn post<B: Serialize>(
+        &self,
+        operation: &'static str,
+        url: Url,
+        body: &B,
+    ) -> Result<RawResponse, CloudError> {
+        self.execute(Call {
+            operation,
+            method: Method::POST,
+            url,
+            body: Some(encode_body(body)?),
+            timeout: None,
+            authenticate: true,
+        })
+        .await
+    }
+
     /// Sends a JSON body to an operation of this client's database and decodes the success answer.
     async fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -326,16 +344,7 @@ impl CloudKitClient {
         body: &B,
     ) -> Result<T, CloudError> {
         let url = self.database_url(self.inner.database, operation);
-        let raw = self
-            .execute(Call {
-                operation,
-                method: Method::POST,
-                url,
-                body: Some(encode_body(body)?),
-                timeout: None,
-                authenticate: true,
-            })
-            .await?;
+        let raw = self.post(operation, url, body).await?;
         self.decode(&raw, operation)
     }
 
@@ -498,14 +507,7 @@ impl CloudKitClient {
         let zone = batch.zone().clone();
         let url = self.database_url(self.inner.database, "records/modify");
         let raw = self
-            .execute(Call {
-                operation: "records/modify",
-                method: Method::POST,
-                url,
-                body: Some(encode_body(&batch.to_request())?),
-                timeout: None,
-                authenticate: true,
-            })
+            .post("records/modify", url, &batch.to_request())
             .await?;
         // A failed atomic batch answers 400 with one entry per operation: parse it as per-record
         // results, not as a request-level error.
@@ -677,16 +679,7 @@ impl CloudKitClient {
             numbers_as_strings: None,
         };
         let url = self.database_url(self.inner.database, "records/lookup");
-        let raw = self
-            .execute(Call {
-                operation: "records/lookup",
-                method: Method::POST,
-                url,
-                body: Some(encode_body(&request)?),
-                timeout: None,
-                authenticate: true,
-            })
-            .await?;
+        let raw = self.post("records/lookup", url, &request).await?;
         let answer: RecordsResponse = self.decode(&raw, "records/lookup")?;
         if answer.records.len() != record_names.len() {
             return Err(raw.unexpected(
@@ -948,16 +941,8 @@ impl CloudKitClient {
         operation: &'static str,
         body: &B,
     ) -> Result<T, CloudError> {
-        let url = self.device_url(operation);
         let raw = self
-            .execute(Call {
-                operation,
-                method: Method::POST,
-                url,
-                body: Some(encode_body(body)?),
-                timeout: None,
-                authenticate: true,
-            })
+            .post(operation, self.device_url(operation), body)
             .await?;
         self.decode(&raw, operation)
     }
