@@ -304,12 +304,7 @@ impl FieldValue {
             return list_from_json(field, element, items);
         }
         Ok(match ty {
-            FieldType::String => FieldValue::String(
-                value
-                    .as_str()
-                    .ok_or_else(|| wrong_shape(field, ty, value))?
-                    .to_owned(),
-            ),
+            FieldType::String => FieldValue::String(string_from_json(field, value)?),
             FieldType::Int64 => FieldValue::Int64(int_from_json(field, ty, value)?),
             FieldType::Timestamp => FieldValue::Timestamp(int_from_json(field, ty, value)?),
             FieldType::Double => FieldValue::Double(double_from_json(field, value)?),
@@ -492,6 +487,13 @@ fn int_from_json(field: &str, ty: FieldType, value: &Value) -> Result<i64, Model
     }
 }
 
+fn string_from_json(field: &str, value: &Value) -> Result<String, ModelError> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| wrong_shape(field, FieldType::String, value))
+}
+
 fn double_from_json(field: &str, value: &Value) -> Result<f64, ModelError> {
     match value {
         Value::Number(n) => n
@@ -524,12 +526,8 @@ fn list_from_json(
     ) -> Result<Vec<T>, ModelError> {
         items.iter().map(f).collect()
     }
-    let scalar = |v: &Value| FieldValue::from_json(field, element, v);
     Ok(match element {
-        FieldType::String => FieldValue::StringList(all(items, |v| match scalar(v)? {
-            FieldValue::String(s) => Ok(s),
-            _ => Err(wrong_shape(field, element, v)),
-        })?),
+        FieldType::String => FieldValue::StringList(all(items, |v| string_from_json(field, v))?),
         FieldType::Int64 => {
             FieldValue::Int64List(all(items, |v| int_from_json(field, element, v))?)
         }
