@@ -401,6 +401,27 @@ impl App {
         })
     }
 
+    /// The first steps of every CloudKit request: read its body and query and work out who is
+    /// calling. `scope` is the database (`None` for the device endpoints).
+    fn admit(
+        &self,
+        scope: Option<Scope>,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<(Caller, Bytes), Refusal> {
+        let body = read_body(body, self.max_body_bytes)?;
+        let params = query_params(uri)?;
+        let incoming = Incoming {
+            headers,
+            path: uri.path(),
+            params: &params,
+            body: &body,
+        };
+        let caller = self.authenticate(&incoming, scope)?;
+        Ok((caller, body))
+    }
+
     /// Runs a read-only endpoint against a database.
     async fn read(
         &self,
@@ -461,7 +482,6 @@ fn storage_failed(error: &DevServerError) -> Response {
 
 type DatabasePath = (String, String, String, String, String);
 
-#[allow(clippy::too_many_arguments)] // One extractor per part of the request.
 async fn database_endpoint(
     State(app): State<Shared>,
     method: Method,
@@ -483,27 +503,26 @@ async fn database_endpoint(
     if method != endpoint.method() {
         return method_not_allowed(&endpoint.method(), &method);
     }
-    let limit = app.max_body_bytes;
-    let (caller, response) = match serve_database(
+    let (caller, body) = match app.admit(Some(scope), &uri, &headers, body) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let response = serve_database(
         &app,
         endpoint,
         scope,
         &container,
         &environment,
-        &uri,
-        &headers,
-        read_body(body, limit),
+        &caller,
+        &body,
     )
     .await
-    {
-        Ok(answer) => answer,
-        Err((caller, refusal)) => (caller, refusal.into_response()),
-    };
-    with_rotated_token(caller.as_ref(), response)
+    .unwrap_or_else(IntoResponse::into_response);
+    with_rotated_token(&caller, response)
 }
 
-fn with_rotated_token(caller: Option<&Caller>, mut response: Response) -> Response {
-    if let Some(Caller::WebUser { user }) = caller
+fn with_rotated_token(caller: &Caller, mut response: Response) -> Response {
+    if let Caller::WebUser { user } = caller
         && let Ok(value) = HeaderValue::from_str(&auth::rotated_web_token(user))
     {
         response.headers_mut().insert(WEB_AUTH_TOKEN_HEADER, value);
@@ -511,67 +530,52 @@ fn with_rotated_token(caller: Option<&Caller>, mut response: Response) -> Respon
     response
 }
 
-fn check_environment(environment: &str) -> Result<(), Refusal> {
+/// Refuses an environment (`what`: the URL's `environment`, or an `apnsEnvironment`) other than
+/// `development` and `production`.
+fn check_environment(what: &str, environment: &str) -> Result<(), Refusal> {
     match environment {
         "development" | "production" => Ok(()),
         other => Err(Refusal::bad_request(format!(
-            "unknown environment '{other}'; use development or production"
+            "unknown {what} '{other}'; use development or production"
         ))),
     }
 }
 
-type Failure = (Option<Caller>, Refusal);
-
-#[allow(clippy::too_many_arguments)] // The routed parts of one request.
 async fn serve_database(
     app: &App,
     endpoint: Endpoint,
     scope: Scope,
     container: &str,
     environment: &str,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Result<Bytes, Refusal>,
-) -> Result<(Option<Caller>, Response), Failure> {
-    let body = body.map_err(|refusal| (None, refusal))?;
-    let params = query_params(uri).map_err(|refusal| (None, refusal))?;
-    let incoming = Incoming {
-        headers,
-        path: uri.path(),
-        params: &params,
-        body: &body,
-    };
-    let caller = app
-        .authenticate(&incoming, Some(scope))
-        .map_err(|refusal| (None, refusal))?;
-    let fail = |refusal: Refusal| (Some(caller.clone()), refusal);
-    check_environment(environment).map_err(fail)?;
-    match &caller {
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Response, Refusal> {
+    check_environment("environment", environment)?;
+    match caller {
         Caller::Anonymous if scope != Scope::Public => {
-            return Err(fail(app.sign_in_required(
-                "request needs authorization: sign in and send ckWebAuthToken",
-            )));
+            return Err(app
+                .sign_in_required("request needs authorization: sign in and send ckWebAuthToken"));
         }
         Caller::Anonymous if endpoint.needs_user() => {
-            return Err(fail(app.sign_in_required(
+            return Err(app.sign_in_required(
                 "this request needs a signed-in user: sign in and send ckWebAuthToken",
-            )));
+            ));
         }
         Caller::ServerKey { .. } if endpoint.is_users() => {
-            return Err(fail(Refusal::new(
+            return Err(Refusal::new(
                 ServerErrorCode::AuthenticationFailed,
                 "user identity endpoints need web authentication, not a server-to-server key",
-            )));
+            ));
         }
         _ => {}
     }
     if scope == Scope::Public && endpoint.private_only() {
-        return Err(fail(Refusal::bad_request(format!(
+        return Err(Refusal::bad_request(format!(
             "endpoint not applicable in the database type '{}'",
             scope.internal_name()
-        ))));
+        )));
     }
-    let user = caller.user().unwrap_or_default().to_owned();
+    let user = caller.user().unwrap_or_default();
     let key = DbKey {
         container: container.to_owned(),
         environment: environment.to_owned(),
@@ -579,13 +583,19 @@ async fn serve_database(
         owner: if scope == Scope::Public {
             String::new()
         } else {
-            user.clone()
+            user.to_owned()
         },
     };
-    let response = run_database_endpoint(app, endpoint, &key, &user, &body)
-        .await
-        .map_err(fail)?;
-    Ok((Some(caller), response))
+    run_database_endpoint(app, endpoint, &key, user, body).await
+}
+
+/// The identity `users/caller` (in a list) and `users/current` answer for `user`.
+fn user_identity(user: &str) -> UserIdentity {
+    UserIdentity {
+        user_record_name: user.to_owned(),
+        lookup_info: None,
+        name_components: None,
+    }
 }
 
 async fn run_database_endpoint(
@@ -675,13 +685,9 @@ async fn run_database_endpoint(
                 .await
         }
         Endpoint::UsersCaller => json_ok(&UsersResponse {
-            users: vec![UserIdentity {
-                user_record_name: user.to_owned(),
-                lookup_info: None,
-                name_components: None,
-            }],
+            users: vec![user_identity(user)],
         }),
-        Endpoint::UsersCurrent => json_ok(&serde_json::json!({ "userRecordName": user })),
+        Endpoint::UsersCurrent => json_ok(&user_identity(user)),
         Endpoint::TokensCreate | Endpoint::TokensRegister => {
             // Served under /device/, never routed here.
             return Err(Refusal::new(
@@ -711,31 +717,14 @@ async fn device_endpoint(
     if method != endpoint.method() {
         return method_not_allowed(&endpoint.method(), &method);
     }
-    let limit = app.max_body_bytes;
-    let (caller, response) = match serve_device(
-        &app,
-        endpoint,
-        &container,
-        &environment,
-        &uri,
-        &headers,
-        read_body(body, limit),
-    )
-    .await
-    {
-        Ok(answer) => answer,
-        Err((caller, refusal)) => (caller, refusal.into_response()),
+    let (caller, body) = match app.admit(None, &uri, &headers, body) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
     };
-    with_rotated_token(caller.as_ref(), response)
-}
-
-fn check_apns_environment(environment: &str) -> Result<(), Refusal> {
-    match environment {
-        "development" | "production" => Ok(()),
-        other => Err(Refusal::bad_request(format!(
-            "unknown apnsEnvironment '{other}'; use development or production"
-        ))),
-    }
+    let response = serve_device(&app, endpoint, &container, &environment, &caller, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    with_rotated_token(&caller, response)
 }
 
 async fn serve_device(
@@ -743,27 +732,14 @@ async fn serve_device(
     endpoint: Endpoint,
     container: &str,
     environment: &str,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Result<Bytes, Refusal>,
-) -> Result<(Option<Caller>, Response), Failure> {
-    let body = body.map_err(|refusal| (None, refusal))?;
-    let params = query_params(uri).map_err(|refusal| (None, refusal))?;
-    let incoming = Incoming {
-        headers,
-        path: uri.path(),
-        params: &params,
-        body: &body,
-    };
-    let caller = app
-        .authenticate(&incoming, None)
-        .map_err(|refusal| (None, refusal))?;
-    let fail = |refusal: Refusal| (Some(caller.clone()), refusal);
-    check_environment(environment).map_err(fail)?;
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Response, Refusal> {
+    check_environment("environment", environment)?;
     let Some(user) = caller.user() else {
-        return Err(fail(app.sign_in_required(
+        return Err(app.sign_in_required(
             "notification tokens need a signed-in user: sign in and send ckWebAuthToken",
-        )));
+        ));
     };
     let owner = CourierOwner {
         container: container.to_owned(),
@@ -772,45 +748,37 @@ async fn serve_device(
     };
     let (token, answer) = match endpoint {
         Endpoint::TokensCreate => {
-            let request: TokenCreateRequest = parse_body(&body).map_err(fail)?;
-            check_apns_environment(&request.apns_environment).map_err(fail)?;
+            let request: TokenCreateRequest = parse_body(body)?;
+            check_environment("apnsEnvironment", &request.apns_environment)?;
             let token = format!(
                 "{}{}",
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()
             );
-            let answer = serde_json::to_value(TokenCreateResponse {
+            let answer = json_ok(&TokenCreateResponse {
                 apns_environment: request.apns_environment,
-                apns_token: token.clone(),
                 webcourier_url: format!("http://{}/_courier/{token}", app.addr),
+                apns_token: token.clone(),
             });
             (token, answer)
         }
         _ => {
-            let request: TokenRegisterRequest = parse_body(&body).map_err(fail)?;
-            check_apns_environment(&request.apns_environment).map_err(fail)?;
+            let request: TokenRegisterRequest = parse_body(body)?;
+            check_environment("apnsEnvironment", &request.apns_environment)?;
             if request.apns_token.is_empty() {
-                return Err(fail(Refusal::bad_request("apnsToken must not be empty")));
+                return Err(Refusal::bad_request("apnsToken must not be empty"));
             }
-            let token = request.apns_token.clone();
-            (token, serde_json::to_value(request))
+            (request.apns_token.clone(), json_ok(&request))
         }
     };
-    let answer = answer.map_err(|e| {
-        fail(Refusal::new(
-            ServerErrorCode::InternalError,
-            format!("could not encode the response: {e}"),
-        ))
-    })?;
     let mut data = app.data.write().await;
     if let Err(e) = app
         .commit(&mut data, vec![Write::CourierToken { token, owner }])
         .await
     {
-        return Ok((Some(caller), storage_failed(&e)));
+        return Ok(storage_failed(&e));
     }
-    drop(data);
-    Ok((Some(caller.clone()), json_ok(&answer)))
+    Ok(answer)
 }
 
 /// The long-poll's query: `timeout` in whole seconds (default 30, at most 120).
