@@ -478,7 +478,7 @@ impl CloudKitClient {
     /// only the caller's own zones, so the owner the server adds (CloudKit does, live) is dropped:
     /// `None` means the caller, as in the zones the session asked about. Shared zones keep their
     /// owner.
-    fn local_zone(&self, zone: ZoneId) -> ZoneId {
+    pub(crate) fn local_zone(&self, zone: ZoneId) -> ZoneId {
         match self.inner.database {
             DatabaseScope::Shared => zone,
             DatabaseScope::Private | DatabaseScope::Public => ZoneId {
@@ -488,15 +488,23 @@ impl CloudKitClient {
         }
     }
 
+    /// The zone of a record answered for a request about `requested`: the request's own name for
+    /// it when the answer names the same zone (or none), else the answered zone as the model
+    /// names it.
+    fn answered_zone(&self, requested: &ZoneId, answered: Option<&WireZoneId>) -> ZoneId {
+        match answered {
+            Some(zone) if zone.zone_name != requested.zone_name => {
+                self.local_zone(zone.to_zone_id())
+            }
+            _ => requested.clone(),
+        }
+    }
+
     /// Parses a record answered for a request about `requested` and names its zone the way the
     /// request did.
     fn record_in(&self, requested: &ZoneId, wire: &WireRecord) -> Result<Record, ModelError> {
         let mut record = Record::from_wire(requested, wire)?;
-        record.id.zone = if record.id.zone.zone_name == requested.zone_name {
-            requested.clone()
-        } else {
-            self.local_zone(record.id.zone)
-        };
+        record.id.zone = self.answered_zone(requested, wire.zone_id.as_ref());
         Ok(record)
     }
 
@@ -773,12 +781,7 @@ impl CloudKitClient {
                     let name = wire.record_name.clone().ok_or(CloudError::Incompatible(
                         ModelError::MissingKey { key: "recordName" },
                     ))?;
-                    let record_zone = match &wire.zone_id {
-                        Some(wire_zone) if wire_zone.zone_name != zone.zone_name => {
-                            self.local_zone(wire_zone.to_zone_id())
-                        }
-                        _ => zone.clone(),
-                    };
+                    let record_zone = self.answered_zone(&zone, wire.zone_id.as_ref());
                     page.deleted.push(RecordId::new(record_zone, name));
                 }
                 RecordResult::Record(wire) => {
@@ -945,11 +948,6 @@ impl CloudKitClient {
             .post(operation, self.device_url(operation), body)
             .await?;
         self.decode(&raw, operation)
-    }
-
-    /// A zone named by a notification, as the model names it (see `local_zone`).
-    pub(crate) fn notified_zone(&self, zone: ZoneId) -> ZoneId {
-        self.local_zone(zone)
     }
 
     /// One long-poll of the notification courier. The courier URL is a capability of its own: no

@@ -40,7 +40,7 @@ async fn poll_until_fatal(
                 failures = 0;
                 for notification in poll.notifications {
                     let signal = ZoneChanged {
-                        zone: client.notified_zone(notification.zone_id.to_zone_id()),
+                        zone: client.local_zone(notification.zone_id.to_zone_id()),
                         subscription_id: notification.subscription_id,
                     };
                     if sender.send(Ok(signal)).await.is_err() {
