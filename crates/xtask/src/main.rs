@@ -55,7 +55,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
-        Some("ci") => run(Command::new("bash").arg(".ci/run")),
+        // By its path from this crate, so that `cargo xtask ci` works from any directory of the
+        // workspace (the script moves to the workspace root itself).
+        Some("ci") => {
+            run(Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/run")))
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <demo | bench [{}]... | ci>",
