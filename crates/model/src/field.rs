@@ -624,10 +624,9 @@ fn reference_json(r: &Reference) -> Value {
     let mut map = Map::new();
     map.insert("recordName".into(), Value::String(r.record_name.clone()));
     if let Some(zone) = &r.zone {
-        map.insert(
-            "zoneID".into(),
-            serde_json::to_value(WireZoneId::from(zone)).unwrap_or(Value::Null),
-        );
+        // A WireZoneId is plain strings, which always serialize: the `Null` arm is never taken.
+        let zone = serde_json::to_value(WireZoneId::from(zone)).unwrap_or(Value::Null);
+        map.insert("zoneID".into(), zone);
     }
     if let Some(action) = r.action {
         map.insert("action".into(), Value::String(action.wire_name().into()));
