@@ -205,12 +205,6 @@ fn without_nulls(fields: BTreeMap<String, Field>) -> BTreeMap<String, Field> {
         .collect()
 }
 
-/// What one operation did: the record written (or `None` for a no-op) and its answer.
-struct OpDone {
-    output: WireRecord,
-    written: Option<StoredRecord>,
-}
-
 fn check_tag(
     op: &RecordOperation,
     existing: &StoredRecord,
@@ -235,6 +229,21 @@ fn check_tag(
     Err(conflict)
 }
 
+/// The fields of an `update`: the existing ones with `changes` applied (a null clears a field).
+fn merged(existing: &Record, changes: BTreeMap<String, Field>) -> BTreeMap<String, Field> {
+    let mut all = existing.fields.clone();
+    for (field_name, field) in changes {
+        if field.value == FieldValue::Null {
+            all.remove(&field_name);
+        } else {
+            all.insert(field_name, field);
+        }
+    }
+    all
+}
+
+/// Plans one operation on record `name`: the version it writes (a tombstone for a delete), or
+/// `None` when it changes nothing.
 fn plan_op(
     zone: &Zone,
     zone_id: &ZoneId,
@@ -242,7 +251,7 @@ fn plan_op(
     name: &str,
     writer: &Writer<'_>,
     changes: &mut Changes,
-) -> Result<OpDone, Box<RecordFetchError>> {
+) -> Result<Option<StoredRecord>, Box<RecordFetchError>> {
     let kind = op.operation_type;
     let public = writer.key.scope == crate::state::Scope::Public;
     let existing = zone.live_record(name);
@@ -271,23 +280,6 @@ fn plan_op(
                 )
             })
     };
-    // (record type, fields, created stamp) of the new version, or a delete.
-    enum Next {
-        Save(String, BTreeMap<String, Field>, Option<Stamp>),
-        Delete,
-        Nothing,
-    }
-    let merged = |existing: &StoredRecord| {
-        let mut all = existing.record.fields.clone();
-        for (field_name, field) in fields.clone() {
-            if field.value == FieldValue::Null {
-                all.remove(&field_name);
-            } else {
-                all.insert(field_name, field);
-            }
-        }
-        all
-    };
     let created_of = |existing: &StoredRecord| {
         existing
             .record
@@ -295,6 +287,12 @@ fn plan_op(
             .as_ref()
             .and_then(|s| s.created.clone())
     };
+    // (record type, fields, created stamp) of the new version; the record deleted; or nothing.
+    enum Next<'a> {
+        Save(String, BTreeMap<String, Field>, Option<Stamp>),
+        Delete(&'a StoredRecord),
+        Nothing,
+    }
     let next = match kind {
         OperationType::Create => {
             if let Some(existing) = existing {
@@ -306,102 +304,82 @@ fn plan_op(
                 exists.server_record = Some(Box::new(existing.record.to_wire(false)));
                 return Err(exists);
             }
-            Next::Save(needs_type()?, without_nulls(fields.clone()), None)
+            Next::Save(needs_type()?, without_nulls(fields), None)
         }
         OperationType::Update => {
             let existing = existing.ok_or_else(not_found)?;
             check_tag(op, existing, name)?;
             Next::Save(
                 existing.record.record_type.clone(),
-                merged(existing),
+                merged(&existing.record, fields),
                 created_of(existing),
             )
         }
         OperationType::ForceUpdate => match existing {
             Some(existing) => Next::Save(
                 existing.record.record_type.clone(),
-                merged(existing),
+                merged(&existing.record, fields),
                 created_of(existing),
             ),
-            None => Next::Save(needs_type()?, without_nulls(fields.clone()), None),
+            None => Next::Save(needs_type()?, without_nulls(fields), None),
         },
         OperationType::Replace => {
             let existing = existing.ok_or_else(not_found)?;
             check_tag(op, existing, name)?;
             Next::Save(
                 existing.record.record_type.clone(),
-                without_nulls(fields.clone()),
+                without_nulls(fields),
                 created_of(existing),
             )
         }
         OperationType::ForceReplace => match existing {
             Some(existing) => Next::Save(
                 existing.record.record_type.clone(),
-                without_nulls(fields.clone()),
+                without_nulls(fields),
                 created_of(existing),
             ),
-            None => Next::Save(needs_type()?, without_nulls(fields.clone()), None),
+            None => Next::Save(needs_type()?, without_nulls(fields), None),
         },
         OperationType::Delete => {
             let existing = existing.ok_or_else(not_found)?;
             check_tag(op, existing, name)?;
-            Next::Delete
+            Next::Delete(existing)
         }
         OperationType::ForceDelete => match existing {
-            Some(_) => Next::Delete,
+            Some(existing) => Next::Delete(existing),
             // Deleting what is already gone succeeds and changes nothing, so a resent delete is
             // harmless.
             None => Next::Nothing,
         },
     };
-    let deleted_answer = || WireRecord {
-        record_name: Some(name.to_owned()),
-        deleted: Some(true),
-        ..WireRecord::default()
+    let (record_type, fields, created, deleted) = match next {
+        Next::Nothing => return Ok(None),
+        Next::Delete(existing) => (
+            existing.record.record_type.clone(),
+            BTreeMap::new(),
+            created_of(existing),
+            true,
+        ),
+        Next::Save(record_type, fields, created) => (
+            record_type,
+            fields,
+            Some(created.unwrap_or_else(|| writer.stamp())),
+            false,
+        ),
     };
-    match next {
-        Next::Nothing => Ok(OpDone {
-            output: deleted_answer(),
-            written: None,
+    let counter = changes.next_counter();
+    let record = Record {
+        id: RecordId::new(zone_id.clone(), name),
+        record_type,
+        fields,
+        system: Some(SystemFields {
+            change_tag: ChangeTag(change_tag(counter)),
+            created,
+            modified: Some(writer.stamp()),
+            deleted,
         }),
-        Next::Delete => {
-            let existing = existing.ok_or_else(not_found)?;
-            let counter = changes.next_counter();
-            let record = Record {
-                id: RecordId::new(zone_id.clone(), name),
-                record_type: existing.record.record_type.clone(),
-                fields: BTreeMap::new(),
-                system: Some(SystemFields {
-                    change_tag: ChangeTag(change_tag(counter)),
-                    created: created_of(existing),
-                    modified: Some(writer.stamp()),
-                    deleted: true,
-                }),
-            };
-            Ok(OpDone {
-                output: deleted_answer(),
-                written: Some(StoredRecord { record, counter }),
-            })
-        }
-        Next::Save(record_type, fields, created) => {
-            let counter = changes.next_counter();
-            let record = Record {
-                id: RecordId::new(zone_id.clone(), name),
-                record_type,
-                fields,
-                system: Some(SystemFields {
-                    change_tag: ChangeTag(change_tag(counter)),
-                    created: Some(created.unwrap_or_else(|| writer.stamp())),
-                    modified: Some(writer.stamp()),
-                    deleted: false,
-                }),
-            };
-            Ok(OpDone {
-                output: WireRecord::default(),
-                written: Some(StoredRecord { record, counter }),
-            })
-        }
-    }
+    };
+    Ok(Some(StoredRecord { record, counter }))
 }
 
 /// `records/modify`: applies the operations in order, all or nothing when atomic.
@@ -441,7 +419,7 @@ pub(crate) fn modify(
     }
 
     let mut changes = Changes::new(writer.key, db);
-    let mut results: Vec<Result<OpDone, Box<RecordFetchError>>> = Vec::new();
+    let mut results: Vec<Result<Option<StoredRecord>, Box<RecordFetchError>>> = Vec::new();
     for (op, (zone_id, name)) in request.operations.iter().zip(&names) {
         let result = match name {
             None => Err(boxed_error(
@@ -484,19 +462,24 @@ pub(crate) fn modify(
 
     let mut touched = TouchedZones::new();
     let mut records = Vec::with_capacity(results.len());
-    for (result, op) in results.into_iter().zip(&request.operations) {
+    for ((result, op), (_, name)) in results.into_iter().zip(&request.operations).zip(&names) {
         match result {
             Err(error) => records.push(RecordResult::Error(*error)),
-            Ok(done) => {
-                let output = match (&done.written, op.operation_type.is_delete()) {
-                    (Some(stored), false) => record_output(
+            Ok(written) => {
+                let output = match &written {
+                    Some(stored) if !stored.is_tombstone() => record_output(
                         &stored.record,
                         desired_keys(&op.desired_keys, &request.desired_keys),
                         numbers_as_strings,
                     ),
-                    _ => done.output,
+                    // A delete, or a forced delete of a record already gone.
+                    _ => WireRecord {
+                        record_name: name.clone(),
+                        deleted: Some(true),
+                        ..WireRecord::default()
+                    },
                 };
-                if let Some(stored) = done.written {
+                if let Some(stored) = written {
                     let zone_name = stored.record.id.zone.zone_name.clone();
                     touched
                         .entry(zone_name.clone())
