@@ -543,64 +543,58 @@ impl CloudKitClient {
         for (index, (change, result)) in batch.changes().iter().zip(answer.records).enumerate() {
             let id = change.record_id().clone();
             let outcome = match result {
-                RecordResult::Record(wire) => {
-                    if change.is_delete() {
-                        ModifyOutcome::Deleted { id }
-                    } else {
-                        match wire.system_fields() {
-                            Some(system) => ModifyOutcome::Saved { id, system },
-                            None => ModifyOutcome::Failed {
-                                id,
-                                error: raw.unexpected(
-                                    "a saved record came back without a recordChangeTag",
-                                    None,
-                                    self,
-                                ),
-                            },
-                        }
-                    }
+                RecordResult::Record(_) if change.is_delete() => ModifyOutcome::Deleted { id },
+                RecordResult::Record(wire) => match wire.system_fields() {
+                    Some(system) => ModifyOutcome::Saved { id, system },
+                    None => ModifyOutcome::Failed {
+                        id,
+                        error: raw.unexpected(
+                            "a saved record came back without a recordChangeTag",
+                            None,
+                            self,
+                        ),
+                    },
+                },
+                RecordResult::Error(item)
+                    if change.is_delete()
+                        && item.server_error_code == ServerErrorCode::NotFound =>
+                {
+                    ModifyOutcome::Deleted { id }
                 }
-                RecordResult::Error(item) => {
+                RecordResult::Error(item)
+                    if matches!(
+                        item.server_error_code,
+                        ServerErrorCode::Conflict | ServerErrorCode::Exists
+                    ) =>
+                {
                     let error = item.to_server_error(raw.status);
-                    match &item.server_error_code {
-                        ServerErrorCode::Conflict | ServerErrorCode::Exists => {
-                            match item
-                                .server_record
-                                .as_deref()
-                                .map(|w| self.record_in(&zone, w))
-                            {
-                                Some(Ok(server)) if server.system.is_some() => {
-                                    ModifyOutcome::Conflict {
-                                        id,
-                                        server_record: Box::new(server),
-                                        error,
-                                    }
-                                }
-                                Some(Err(e)) if !matches!(e, ModelError::MissingKey { .. }) => {
-                                    ModifyOutcome::Failed {
-                                        id,
-                                        error: CloudError::Incompatible(e),
-                                    }
-                                }
-                                // Not attached, or incomplete: look it up below.
-                                _ => {
-                                    to_look_up.push((index, error.clone()));
-                                    ModifyOutcome::Failed {
-                                        id,
-                                        error: CloudError::Server(error),
-                                    }
-                                }
+                    let attached = item.server_record.as_deref();
+                    match attached.map(|w| self.record_in(&zone, w)) {
+                        Some(Ok(server)) if server.system.is_some() => ModifyOutcome::Conflict {
+                            id,
+                            server_record: Box::new(server),
+                            error,
+                        },
+                        Some(Err(e)) if !matches!(e, ModelError::MissingKey { .. }) => {
+                            ModifyOutcome::Failed {
+                                id,
+                                error: CloudError::Incompatible(e),
                             }
                         }
-                        ServerErrorCode::NotFound if change.is_delete() => {
-                            ModifyOutcome::Deleted { id }
+                        // Not attached, or incomplete: look it up below.
+                        _ => {
+                            to_look_up.push((index, error.clone()));
+                            ModifyOutcome::Failed {
+                                id,
+                                error: CloudError::Server(error),
+                            }
                         }
-                        _ => ModifyOutcome::Failed {
-                            id,
-                            error: CloudError::Server(error),
-                        },
                     }
                 }
+                RecordResult::Error(item) => ModifyOutcome::Failed {
+                    id,
+                    error: CloudError::Server(item.to_server_error(raw.status)),
+                },
             };
             outcomes.push(outcome);
         }
