@@ -15,7 +15,7 @@ use crate::batch::{Batch, BatchLimits, ChangeSeq, OutboxEntry, ParkedChange, Que
 use crate::error::QueueError;
 use crate::keys;
 use crate::{QueuedChange, TxnRead};
-use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, Value, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use skysync_model::{PendingChange, RecordId, SystemFields, ZoneId, codec};
 use std::fmt::Display;
@@ -421,12 +421,27 @@ impl Outbox {
         txn: &WriteTransaction,
         zone: &ZoneId,
     ) -> Result<usize, QueueError> {
-        let ids = self.zone_record_ids(txn, zone)?;
-        let mut touched = 0;
-        for id in ids {
-            if self.set_change_tag(txn, &id, None)? {
-                touched += 1;
-            }
+        let prefix = self.zone_key(zone)?;
+        let positions = {
+            let by_record = self.st(txn.open_table(BY_RECORD))?;
+            self.scan_prefix(&by_record, &prefix, |_, pos| Ok(pos))?
+        };
+        let mut pending = self.st(txn.open_table(PENDING))?;
+        for &pos in &positions {
+            let (mut entry, _) = self.entry_at(&pending, pos)?;
+            apply_tag(&mut entry.change, None);
+            let bytes = self.encode_entry(entry.seq, entry.change)?;
+            self.st(pending.insert(pos, bytes.as_slice()))?;
+        }
+        let mut parked_table = self.st(txn.open_table(PARKED))?;
+        let parked = self.scan_prefix(&parked_table, &prefix, |key, value| {
+            Ok((key.to_vec(), self.decode_parked(value)?))
+        })?;
+        let touched = positions.len() + parked.len();
+        for (key, mut parked) in parked {
+            apply_tag(&mut parked.change, None);
+            let bytes = self.encode(&parked, "a parked change")?;
+            self.st(parked_table.insert(key.as_slice(), bytes.as_slice()))?;
         }
         Ok(touched)
     }
@@ -435,32 +450,19 @@ impl Outbox {
     /// how many were removed.
     pub fn remove_zone(&self, txn: &WriteTransaction, zone: &ZoneId) -> Result<usize, QueueError> {
         let prefix = self.zone_key(zone)?;
-        let mut removed = 0;
-        {
-            let mut by_record = self.st(txn.open_table(BY_RECORD))?;
-            let mut pending = self.st(txn.open_table(PENDING))?;
-            let found = self.keys_with_prefix_i64(&by_record, &prefix)?;
-            for (key, pos) in found {
-                self.st(pending.remove(pos))?;
-                self.st(by_record.remove(key.as_slice()))?;
-                removed += 1;
-            }
+        let mut by_record = self.st(txn.open_table(BY_RECORD))?;
+        let mut pending = self.st(txn.open_table(PENDING))?;
+        let indexed = self.scan_prefix(&by_record, &prefix, |key, pos| Ok((key.to_vec(), pos)))?;
+        for (key, pos) in &indexed {
+            self.st(pending.remove(pos))?;
+            self.st(by_record.remove(key.as_slice()))?;
         }
         let mut parked = self.st(txn.open_table(PARKED))?;
-        let mut keys = Vec::new();
-        for item in self.st(parked.range::<&[u8]>(prefix.as_slice()..))? {
-            let (key, _) = self.st(item)?;
-            let key = key.value();
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            keys.push(key.to_vec());
-        }
-        for key in keys {
+        let parked_keys = self.scan_prefix(&parked, &prefix, |key, _| Ok(key.to_vec()))?;
+        for key in &parked_keys {
             self.st(parked.remove(key.as_slice()))?;
-            removed += 1;
         }
-        Ok(removed)
+        Ok(indexed.len() + parked_keys.len())
     }
 
     /// How many changes are pending and parked.
@@ -473,42 +475,22 @@ impl Outbox {
         })
     }
 
-    fn zone_record_ids(
+    /// Maps `f` over the rows of a record-keyed table whose keys start with `prefix` (one zone's
+    /// records: see [`crate::keys`]), in key order.
+    fn scan_prefix<V: Value + 'static, T>(
         &self,
-        txn: &WriteTransaction,
-        zone: &ZoneId,
-    ) -> Result<Vec<RecordId>, QueueError> {
-        let prefix = self.zone_key(zone)?;
-        let mut ids = Vec::new();
-        let by_record = self.st(txn.open_table(BY_RECORD))?;
-        for (key, _) in self.keys_with_prefix_i64(&by_record, &prefix)? {
-            ids.push(self.id_of(BY_RECORD_NAME, &key)?);
-        }
-        let parked = self.st(txn.open_table(PARKED))?;
-        for item in self.st(parked.range::<&[u8]>(prefix.as_slice()..))? {
-            let (key, _) = self.st(item)?;
-            let key = key.value();
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            ids.push(self.id_of(PARKED_NAME, key)?);
-        }
-        Ok(ids)
-    }
-
-    fn keys_with_prefix_i64(
-        &self,
-        table: &impl ReadableTable<&'static [u8], i64>,
+        table: &impl ReadableTable<&'static [u8], V>,
         prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, i64)>, QueueError> {
+        mut f: impl FnMut(&[u8], V::SelfType<'_>) -> Result<T, QueueError>,
+    ) -> Result<Vec<T>, QueueError> {
         let mut out = Vec::new();
         for item in self.st(table.range::<&[u8]>(prefix..))? {
-            let (key, pos) = self.st(item)?;
+            let (key, value) = self.st(item)?;
             let key = key.value();
             if !key.starts_with(prefix) {
                 break;
             }
-            out.push((key.to_vec(), pos.value()));
+            out.push(f(key, value.value())?);
         }
         Ok(out)
     }
@@ -546,10 +528,6 @@ impl Outbox {
 
     fn zone_key(&self, zone: &ZoneId) -> Result<Vec<u8>, QueueError> {
         keys::zone_key(zone).map_err(|e| self.encode_error("a zone key", e))
-    }
-
-    fn id_of(&self, table: &'static str, key: &[u8]) -> Result<RecordId, QueueError> {
-        keys::record_id_of(key).map_err(|e| self.corrupt(table, e))
     }
 
     fn encode_entry(&self, seq: ChangeSeq, change: PendingChange) -> Result<Vec<u8>, QueueError> {

@@ -412,3 +412,43 @@ async fn a_stopped_queue_answers_with_a_typed_error() {
         })
     ));
 }
+
+#[tokio::test]
+async fn clearing_a_zones_tags_reaches_its_pending_and_parked_changes_only() {
+    let f = Fixture::new().await;
+    let elsewhere = RecordId::new(ZoneId::new("Other"), "o");
+    f.enqueue(vec![
+        save("a", "1"),
+        save("p", "1"),
+        PendingChange::Save(Record::new(elsewhere.clone(), "Note")),
+    ])
+    .await;
+    for record in [id("a"), id("p"), elsewhere.clone()] {
+        assert!(f.set_tag(record, "t1").await);
+    }
+    let seq_p = f.queue.entry(id("p")).await.unwrap().unwrap().seq();
+    assert!(f.queue.park(id("p"), seq_p, "rejected").await.unwrap());
+
+    let db = f.db.clone();
+    let outbox = Outbox::new(&f.path);
+    let touched = tokio::task::spawn_blocking(move || {
+        write_durably(&db, &outbox, |o, txn| {
+            o.clear_zone_tags(txn, &ZoneId::new("Notes"))
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(touched, 2);
+    let tag_of = |entry: Option<OutboxEntry>| entry.unwrap().change().change_tag().cloned();
+    assert_eq!(tag_of(f.queue.entry(id("a")).await.unwrap()), None);
+    let parked = f.queue.entry(id("p")).await.unwrap();
+    assert!(matches!(parked, Some(OutboxEntry::Parked(_))));
+    assert_eq!(tag_of(parked), None);
+    assert_eq!(
+        tag_of(f.queue.entry(elsewhere).await.unwrap()),
+        Some(ChangeTag("t1".into()))
+    );
+    // The versions stay: a batch formed before the reset still acknowledges them.
+    assert_eq!(f.queue.entry(id("p")).await.unwrap().unwrap().seq(), seq_p);
+}
