@@ -103,12 +103,13 @@ pub(crate) struct ZoneMeta {
 }
 
 impl ZoneMeta {
-    fn default_zone() -> ZoneMeta {
+    /// A live zone created at `counter` (0 for the default zone, which every database has).
+    pub(crate) fn created_at(counter: u64) -> ZoneMeta {
         ZoneMeta {
-            generation: 0,
+            generation: counter,
             deleted: false,
-            changed_at: 0,
-            meta_changed_at: 0,
+            changed_at: counter,
+            meta_changed_at: counter,
         }
     }
 }
@@ -190,7 +191,7 @@ impl Database {
         let mut zones = BTreeMap::new();
         zones.insert(
             DEFAULT_ZONE_NAME.to_owned(),
-            Zone::new(ZoneMeta::default_zone()),
+            Zone::new(ZoneMeta::created_at(0)),
         );
         Database {
             epoch,
@@ -360,12 +361,7 @@ impl State {
                 let zone = database.zones.entry(zone).or_insert_with(|| {
                     // Writes always carry their zone's metadata first; this is only reached by
                     // damaged stored data, where a live zone is the least surprising repair.
-                    Zone::new(ZoneMeta {
-                        generation: stored.counter,
-                        deleted: false,
-                        changed_at: stored.counter,
-                        meta_changed_at: stored.counter,
-                    })
+                    Zone::new(ZoneMeta::created_at(stored.counter))
                 });
                 let name = stored.record.id.record_name.clone();
                 zone.by_counter.insert(stored.counter, name.clone());

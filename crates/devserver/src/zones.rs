@@ -113,12 +113,7 @@ pub(crate) fn modify(
                     )
                 } else {
                     let counter = changes.next_counter();
-                    let zone = Zone::new(ZoneMeta {
-                        generation: counter,
-                        deleted: false,
-                        changed_at: counter,
-                        meta_changed_at: counter,
-                    });
+                    let zone = Zone::new(ZoneMeta::created_at(counter));
                     changes.put_zone(name, zone.meta.clone());
                     zone_entry(key, db.epoch, name, &zone)
                 }
