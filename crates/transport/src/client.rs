@@ -387,8 +387,9 @@ impl CloudKitClient {
                     web_auth_token,
                     ..
                 } => {
-                    let web = lock(web_auth_token).clone();
-                    url.set_query(Some(&auth_query(api_token, web.as_ref())));
+                    // The guard lives for this statement only: the query is built under the lock
+                    // instead of cloning the token for every request.
+                    url.set_query(Some(&auth_query(api_token, lock(web_auth_token).as_ref())));
                 }
                 Credentials::Signed(key) => {
                     let date = iso8601_utc(SystemTime::now());
