@@ -283,3 +283,64 @@ pub fn settle<R: ConflictResolver + ?Sized>(
         (_, other, _) => Err(not_allowed(&other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategies::Custom;
+    use skysync_model::{RecordId, SystemFields, ZoneId};
+
+    /// `settle`'s match and [`ConflictCase::allowed`] state the same rule twice (one to enforce
+    /// it, one to tell the caller); this holds them to each other, every case against every kind.
+    #[test]
+    fn settle_accepts_exactly_the_kinds_each_case_lists_as_allowed() {
+        let id = RecordId::new(ZoneId::new("Notes"), "n1");
+        let mut server = Record::new(id.clone(), "Note").with("title", "theirs");
+        server.system = Some(SystemFields {
+            change_tag: ChangeTag("t2".into()),
+            created: None,
+            modified: None,
+            deleted: false,
+        });
+        let local = Record::new(id.clone(), "Note").with("title", "mine");
+        let answers = [
+            Resolution::Send(local.clone()),
+            Resolution::SendDelete {
+                change_tag: ChangeTag("t1".into()),
+            },
+            Resolution::AcceptServer,
+            Resolution::Recreate(local.clone()),
+            Resolution::Restore,
+            Resolution::Park {
+                reason: ParkReason::Custom("later".into()),
+            },
+        ];
+        let save = PendingChange::Save(local);
+        let delete = PendingChange::Delete {
+            id,
+            change_tag: Some(ChangeTag("t1".into())),
+        };
+        let conflicts = [
+            (&save, Some(&server)),
+            (&save, None),
+            (&delete, Some(&server)),
+            (&delete, None),
+        ];
+        for (change, server) in conflicts {
+            let case = ConflictCase::of(change, server);
+            for answer in &answers {
+                let fixed = Custom::new(
+                    |_: &PendingChange, _: Option<&Record>, _: Option<&Record>| answer.clone(),
+                );
+                let listed = case.allowed().split(", ").any(|kind| kind == answer.kind());
+                let settled = settle(&fixed, change, None, server);
+                assert_eq!(
+                    settled.is_ok(),
+                    listed,
+                    "{case}: {} gave {settled:?}",
+                    answer.kind()
+                );
+            }
+        }
+    }
+}
