@@ -74,12 +74,10 @@ fn decode<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T
 impl Disk {
     /// Opens (or creates) the data file in `dir` and reads everything in it.
     pub(crate) async fn open(dir: PathBuf) -> Result<(Disk, State), DevServerError> {
+        let path = dir.join(FILE_NAME);
         tokio::task::spawn_blocking(move || Disk::open_blocking(&dir))
             .await
-            .map_err(|e| DevServerError::Storage {
-                path: PathBuf::new(),
-                reason: format!("the opening task failed: {e}"),
-            })?
+            .map_err(|e| storage_error(&path, "the opening task failed", e))?
     }
 
     fn open_blocking(dir: &Path) -> Result<(Disk, State), DevServerError> {
