@@ -276,8 +276,16 @@ impl TransportHandle {
         *self.actor.write().unwrap_or_else(PoisonError::into_inner) = actor;
     }
 
-    fn timeout_ms(&self) -> u64 {
-        u64::try_from(self.options.call_timeout.as_millis()).unwrap_or(u64::MAX)
+    /// Sends the message `build` makes around a reply port and waits for the answer, at most the
+    /// call timeout. Mailbox failures come back as transient network errors.
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<Result<T, CloudError>>) -> TransportMessage,
+    ) -> Result<T, CloudError> {
+        let actor = self.actor();
+        let timeout = self.options.call_timeout;
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        flatten(ractor::call_t!(actor, build, timeout_ms), timeout)
     }
 
     /// See [`CloudDatabase::modify_records`].
@@ -285,16 +293,8 @@ impl TransportHandle {
         &self,
         batch: ModifyBatch,
     ) -> Result<Vec<ModifyOutcome>, CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::ModifyRecords,
-                self.timeout_ms(),
-                batch
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::ModifyRecords(batch, reply))
+            .await
     }
 
     /// See [`CloudDatabase::lookup_records`].
@@ -303,17 +303,8 @@ impl TransportHandle {
         zone: ZoneId,
         record_names: Vec<String>,
     ) -> Result<Vec<LookupOutcome>, CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::LookupRecords,
-                self.timeout_ms(),
-                zone,
-                record_names
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::LookupRecords(zone, record_names, reply))
+            .await
     }
 
     /// See [`CloudDatabase::fetch_zone_changes`].
@@ -322,17 +313,8 @@ impl TransportHandle {
         zone: ZoneId,
         since: Option<ChangeToken>,
     ) -> Result<ZoneChangesPage, CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::FetchZoneChanges,
-                self.timeout_ms(),
-                zone,
-                since
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::FetchZoneChanges(zone, since, reply))
+            .await
     }
 
     /// See [`CloudDatabase::fetch_database_changes`].
@@ -340,76 +322,36 @@ impl TransportHandle {
         &self,
         since: Option<ChangeToken>,
     ) -> Result<DatabaseChangesPage, CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::FetchDatabaseChanges,
-                self.timeout_ms(),
-                since
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::FetchDatabaseChanges(since, reply))
+            .await
     }
 
     /// See [`CloudDatabase::ensure_zones`].
     pub async fn ensure_zones(&self, zones: Vec<ZoneId>) -> Result<(), CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::EnsureZones,
-                self.timeout_ms(),
-                zones
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::EnsureZones(zones, reply))
+            .await
     }
 
     /// See [`CloudDatabase::delete_zones`].
     pub async fn delete_zones(&self, zones: Vec<ZoneId>) -> Result<(), CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::DeleteZones,
-                self.timeout_ms(),
-                zones
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::DeleteZones(zones, reply))
+            .await
     }
 
     /// See [`CloudDatabase::ensure_subscription`].
     pub async fn ensure_subscription(&self, subscription: Subscription) -> Result<(), CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(
-                actor,
-                TransportMessage::EnsureSubscription,
-                self.timeout_ms(),
-                subscription
-            ),
-            self.options.call_timeout,
-        )
+        self.call(|reply| TransportMessage::EnsureSubscription(subscription, reply))
+            .await
     }
 
     /// See [`CloudDatabase::current_user`].
     pub async fn current_user(&self) -> Result<UserIdentity, CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(actor, TransportMessage::CurrentUser, self.timeout_ms()),
-            self.options.call_timeout,
-        )
+        self.call(TransportMessage::CurrentUser).await
     }
 
     /// See [`CloudDatabase::notifications`].
     pub async fn notifications(&self) -> Result<ZoneNotifications, CloudError> {
-        let actor = self.actor();
-        flatten(
-            ractor::call_t!(actor, TransportMessage::Notifications, self.timeout_ms()),
-            self.options.call_timeout,
-        )
+        self.call(TransportMessage::Notifications).await
     }
 }
 
