@@ -66,7 +66,8 @@ impl Default for ThrottleConfig {
     }
 }
 
-fn invalid(field: &'static str, problem: impl Into<String>) -> ThrottleError {
+/// A [`ThrottleError::InvalidConfig`] naming `field` and what is wrong with it.
+pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> ThrottleError {
     ThrottleError::InvalidConfig {
         field,
         problem: problem.into(),

@@ -29,8 +29,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::config::ThrottleConfig;
-use crate::error::{Result, ThrottleError};
+use crate::config::{ThrottleConfig, invalid};
+use crate::error::Result;
 use crate::outcome::Outcome;
 use crate::throttle::{Permit, Throttle};
 
@@ -64,10 +64,6 @@ impl Default for ServerConfig {
     }
 }
 
-fn invalid(field: &'static str, problem: String) -> ThrottleError {
-    ThrottleError::InvalidConfig { field, problem }
-}
-
 impl ServerConfig {
     /// Checks the server settings; the error names the first bad field.
     pub fn validate(&self) -> Result<()> {
@@ -78,12 +74,12 @@ impl ServerConfig {
             ));
         }
         if self.burst == 0 {
-            return Err(invalid("burst", "is zero; it must be at least 1".into()));
+            return Err(invalid("burst", "is zero; it must be at least 1"));
         }
         if self.latency.is_zero() {
             return Err(invalid(
                 "latency",
-                "is zero; it must be above zero so that time moves with every request".into(),
+                "is zero; it must be above zero so that time moves with every request",
             ));
         }
         if self.lockout.is_zero() || self.max_lockout < self.lockout {
@@ -134,7 +130,7 @@ impl SimConfig {
     pub fn validate(&self) -> Result<()> {
         self.server.validate()?;
         if self.work == 0 {
-            return Err(invalid("work", "is zero; it must be at least 1".into()));
+            return Err(invalid("work", "is zero; it must be at least 1"));
         }
         if self.max_requests < self.work {
             return Err(invalid(
@@ -565,7 +561,7 @@ pub struct PolicyRow {
     pub completed: bool,
 }
 
-/// Runs one policy against a fresh server. Answers [`ThrottleError::InvalidConfig`] for an
+/// Runs one policy against a fresh server. Answers [`crate::ThrottleError::InvalidConfig`] for an
 /// invalid `config`.
 pub fn run_policy(config: &SimConfig, policy: &mut dyn ClientPolicy) -> Result<PolicyRow> {
     config.validate()?;
