@@ -640,20 +640,25 @@ impl Mirror {
         old: Option<&Record>,
     ) -> Result<(), StoreError> {
         self.put_value(txn, RECORDS, key, record, "a record")?;
-        let mut by_type = self.st(txn.open_table(BY_TYPE))?;
-        if let Some(old) = old
-            && old.record_type != record.record_type
-        {
-            let old_key = self.type_key(&old.record_type, &old.id)?;
-            self.st(by_type.remove(old_key.as_slice()))?;
+        // The indexes hold exactly the stored records' types and tags, so they change only where
+        // the record's type or its having a tag did; most saves touch neither.
+        if old.is_none_or(|old| old.record_type != record.record_type) {
+            let mut by_type = self.st(txn.open_table(BY_TYPE))?;
+            if let Some(old) = old {
+                let old_key = self.type_key(&old.record_type, &old.id)?;
+                self.st(by_type.remove(old_key.as_slice()))?;
+            }
+            let type_key = self.type_key(&record.record_type, &record.id)?;
+            self.st(by_type.insert(type_key.as_slice(), ()))?;
         }
-        let type_key = self.type_key(&record.record_type, &record.id)?;
-        self.st(by_type.insert(type_key.as_slice(), ()))?;
-        let mut tagged = self.st(txn.open_table(TAGGED))?;
-        if record.system.is_some() {
-            self.st(tagged.insert(key, ()))?;
-        } else {
-            self.st(tagged.remove(key))?;
+        let was_tagged = old.is_some_and(|old| old.system.is_some());
+        if was_tagged != record.system.is_some() {
+            let mut tagged = self.st(txn.open_table(TAGGED))?;
+            if was_tagged {
+                self.st(tagged.remove(key))?;
+            } else {
+                self.st(tagged.insert(key, ()))?;
+            }
         }
         Ok(())
     }
