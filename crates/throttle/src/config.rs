@@ -3,6 +3,8 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use governor::Quota;
+
 use crate::error::{Result, ThrottleError};
 
 /// The longest `max_delay` accepted: one week. Keeps every instant the throttle computes far
@@ -146,13 +148,21 @@ impl ThrottleConfig {
         if self.max_attempts == 0 {
             return Err(invalid("max_attempts", "is zero; it must be at least 1"));
         }
-        if self.quota_interval.is_zero() {
-            return Err(invalid(
-                "quota_interval",
-                "is zero; it must be above zero (it is the average time per request)",
-            ));
-        }
+        self.quota()?;
         Ok(())
+    }
+
+    /// The governor quota these settings describe: on average one request per
+    /// `quota_interval`, `quota_burst` back to back. Refuses a zero `quota_interval`.
+    pub(crate) fn quota(&self) -> Result<Quota> {
+        Quota::with_period(self.quota_interval)
+            .map(|quota| quota.allow_burst(self.quota_burst))
+            .ok_or_else(|| {
+                invalid(
+                    "quota_interval",
+                    "is zero; it must be above zero (it is the average time per request)",
+                )
+            })
     }
 }
 

@@ -3,14 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
+use governor::RateLimiter;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 use crate::config::ThrottleConfig;
-use crate::error::{Result, ThrottleError};
+use crate::error::Result;
 use crate::outcome::{LastError, Outcome};
 use crate::pacing::{PacingController, WaitCause, instant_after};
 use crate::quota::TokioClock;
@@ -99,23 +99,18 @@ impl<C: Clock> fmt::Debug for Throttle<C> {
 
 impl Throttle<TokioClock> {
     /// A throttle whose quota runs on tokio's clock. Answers
-    /// [`ThrottleError::InvalidConfig`] for an out-of-range configuration.
+    /// [`crate::ThrottleError::InvalidConfig`] for an out-of-range configuration.
     pub fn new(config: &ThrottleConfig) -> Result<Self> {
         Self::with_clock(config, TokioClock)
     }
 }
 
 impl<C: Clock> Throttle<C> {
-    /// A throttle whose quota runs on `clock`. Answers [`ThrottleError::InvalidConfig`] for an
-    /// out-of-range configuration.
+    /// A throttle whose quota runs on `clock`. Answers
+    /// [`crate::ThrottleError::InvalidConfig`] for an out-of-range configuration.
     pub fn with_clock(config: &ThrottleConfig, clock: C) -> Result<Self> {
         let pacing = PacingController::new(config)?;
-        let quota = Quota::with_period(config.quota_interval)
-            .ok_or_else(|| ThrottleError::InvalidConfig {
-                field: "quota_interval",
-                problem: "is zero; it must be above zero".into(),
-            })?
-            .allow_burst(config.quota_burst);
+        let quota = config.quota()?;
         Ok(Self {
             pacing,
             retries: RetryBudget::new(config.max_attempts),
