@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use governor::clock::FakeRelativeClock;
+use governor::clock::{Clock, FakeRelativeClock};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -268,7 +268,6 @@ pub trait ClientPolicy {
 pub struct SkysyncPolicy {
     throttle: Throttle<FakeRelativeClock>,
     clock: FakeRelativeClock,
-    clock_at: Duration,
     base: Instant,
 }
 
@@ -279,7 +278,6 @@ impl SkysyncPolicy {
         Ok(Self {
             throttle: Throttle::with_clock(config, clock.clone())?,
             clock,
-            clock_at: Duration::ZERO,
             base: Instant::now(),
         })
     }
@@ -289,10 +287,11 @@ impl SkysyncPolicy {
         &self.throttle
     }
 
+    /// Moves the quota's clock forward to `now` (it reads the time since the run started).
     fn sync_clock(&mut self, now: Duration) {
-        if now > self.clock_at {
-            self.clock.advance(now - self.clock_at);
-            self.clock_at = now;
+        let clock_at = Duration::from(self.clock.now());
+        if now > clock_at {
+            self.clock.advance(now - clock_at);
         }
     }
 }
