@@ -502,8 +502,9 @@ impl Mirror {
     ) -> Result<ZoneRemoval, StoreError> {
         let prefix = self.zone_key(zone)?;
         let mut removal = ZoneRemoval::default();
-        for (key, _) in self.records_with_prefix(txn, &prefix, None, usize::MAX)? {
-            self.remove_record(txn, &key)?;
+        for (key, record) in self.records_with_prefix(txn, &prefix, None, usize::MAX)? {
+            self.remove_key(txn, RECORDS, &key)?;
+            self.unindex(txn, &key, &record)?;
             removal.records += 1;
         }
         removal.tombstones = self.remove_prefix(txn, TOMBSTONES, &prefix)?;
@@ -668,16 +669,23 @@ impl Mirror {
         txn: &WriteTransaction,
         key: &[u8],
     ) -> Result<Option<Record>, StoreError> {
-        let Some(old) = self.get_record(txn, key)? else {
-            return Ok(None);
-        };
-        self.remove_key(txn, RECORDS, key)?;
+        let old: Option<Record> = self.take_value(txn, RECORDS, RECORDS_NAME, key)?;
+        if let Some(old) = &old {
+            self.unindex(txn, key, old)?;
+        }
+        Ok(old)
+    }
+
+    /// Takes a record that was removed from `records` out of the type and tag indexes.
+    fn unindex(&self, txn: &WriteTransaction, key: &[u8], old: &Record) -> Result<(), StoreError> {
         let type_key = self.type_key(&old.record_type, &old.id)?;
         let mut by_type = self.st(txn.open_table(BY_TYPE))?;
         self.st(by_type.remove(type_key.as_slice()))?;
-        let mut tagged = self.st(txn.open_table(TAGGED))?;
-        self.st(tagged.remove(key))?;
-        Ok(Some(old))
+        if old.system.is_some() {
+            let mut tagged = self.st(txn.open_table(TAGGED))?;
+            self.st(tagged.remove(key))?;
+        }
+        Ok(())
     }
 
     fn get_record(&self, txn: &impl TxnRead, key: &[u8]) -> Result<Option<Record>, StoreError> {
@@ -706,11 +714,7 @@ impl Mirror {
         txn: &WriteTransaction,
         key: &[u8],
     ) -> Result<Option<Tombstone>, StoreError> {
-        let found = self.get_tombstone(txn, key)?;
-        if found.is_some() {
-            self.remove_key(txn, TOMBSTONES, key)?;
-        }
-        Ok(found)
+        self.take_value(txn, TOMBSTONES, TOMBSTONES_NAME, key)
     }
 
     fn records_with_prefix(
@@ -806,6 +810,21 @@ impl Mirror {
         let mut table = self.st(txn.open_table(definition))?;
         self.st(table.insert(key, bytes.as_slice()))?;
         Ok(())
+    }
+
+    /// Removes a value and returns it decoded: one lookup, where a get and a remove take two.
+    fn take_value<T: DeserializeOwned>(
+        &self,
+        txn: &WriteTransaction,
+        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let mut table = self.st(txn.open_table(definition))?;
+        let removed = self.st(table.remove(key))?;
+        removed
+            .map(|value| self.decode(name, value.value()))
+            .transpose()
     }
 
     fn remove_key(

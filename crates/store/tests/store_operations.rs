@@ -351,6 +351,11 @@ async fn remove_zone_removes_its_data_and_pending_changes_only() {
     );
     assert_eq!(store.change_token(zone()).await.unwrap(), None);
     assert!(store.tombstone(id("c")).await.unwrap().is_none());
+    assert_eq!(
+        store.tagged_count().await.unwrap(),
+        0,
+        "s left the tag index"
+    );
     assert!(store.record(other.clone()).await.unwrap().is_some());
     let batch = engine.queue.next_batch().await.unwrap();
     assert_eq!(batch.len(), 1);
