@@ -21,7 +21,7 @@ use crate::types::{
     RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, TombstoneState, ZoneRemoval,
     ZoneReset,
 };
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, Value, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skysync_model::{ChangeToken, PendingChange, Record, RecordId, ZoneId, codec};
@@ -563,27 +563,20 @@ impl Mirror {
     ) -> Result<RecordPage, StoreError> {
         let limit = limit.max(1);
         let prefix = self.encode(&record_type, "a record type")?;
-        let start = match after {
-            Some(id) => Bound::Excluded(self.type_key(record_type, id)?),
-            None => Bound::Included(prefix.clone()),
-        };
+        let after_key = after.map(|id| self.type_key(record_type, id)).transpose()?;
         let index = self.st(txn.table(BY_TYPE))?;
-        let mut ids = Vec::new();
-        let mut more = false;
-        let range = self.st(index.range::<&[u8]>((bound_ref(&start), Bound::Unbounded)))?;
-        for item in range {
-            let (key, _) = self.st(item)?;
-            let key = key.value();
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            if ids.len() == limit {
-                more = true;
-                break;
-            }
-            let (_, id): (String, RecordId) = self.decode(BY_TYPE_NAME, key)?;
-            ids.push(id);
-        }
+        let mut ids = self.scan_prefix(
+            &index,
+            &prefix,
+            after_key.as_deref(),
+            limit.saturating_add(1),
+            |key, ()| {
+                let (_, id): (String, RecordId) = self.decode(BY_TYPE_NAME, key)?;
+                Ok(id)
+            },
+        )?;
+        let more = ids.len() > limit;
+        ids.truncate(limit);
         let mut records = Vec::with_capacity(ids.len());
         for id in &ids {
             let key = self.record_key(id)?;
@@ -717,6 +710,8 @@ impl Mirror {
         self.take_value(txn, TOMBSTONES, TOMBSTONES_NAME, key)
     }
 
+    /// A zone's records (record key and record), in key order: at most `limit`, after the key
+    /// `after` (exclusive) if given.
     fn records_with_prefix(
         &self,
         txn: &impl TxnRead,
@@ -725,6 +720,48 @@ impl Mirror {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
         let table = self.st(txn.table(RECORDS))?;
+        self.scan_prefix(&table, prefix, after, limit, |key, value| {
+            Ok((key.to_vec(), self.decode(RECORDS_NAME, value)?))
+        })
+    }
+
+    /// A zone's tombstones (record key and tombstone), in key order.
+    fn tombstones_with_prefix(
+        &self,
+        txn: &impl TxnRead,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Tombstone)>, StoreError> {
+        let table = self.st(txn.table(TOMBSTONES))?;
+        self.scan_prefix(&table, prefix, None, usize::MAX, |key, value| {
+            Ok((key.to_vec(), self.decode(TOMBSTONES_NAME, value)?))
+        })
+    }
+
+    fn remove_prefix(
+        &self,
+        txn: &WriteTransaction,
+        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        prefix: &[u8],
+    ) -> Result<usize, StoreError> {
+        let mut table = self.st(txn.open_table(definition))?;
+        let keys = self.scan_prefix(&table, prefix, None, usize::MAX, |key, _| Ok(key.to_vec()))?;
+        for key in &keys {
+            self.st(table.remove(key.as_slice()))?;
+        }
+        Ok(keys.len())
+    }
+
+    /// Maps `f` over the rows of a table whose keys start with `prefix` (one zone's records, or one
+    /// type's index entries), in key order: at most `limit` rows, after the key `after`
+    /// (exclusive) if given, else from the first key of the prefix.
+    fn scan_prefix<V: Value + 'static, T>(
+        &self,
+        table: &impl ReadableTable<&'static [u8], V>,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        mut f: impl FnMut(&[u8], V::SelfType<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let start = match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Included(prefix),
@@ -739,49 +776,9 @@ impl Mirror {
             if !key.starts_with(prefix) {
                 break;
             }
-            out.push((key.to_vec(), self.decode(RECORDS_NAME, value.value())?));
+            out.push(f(key, value.value())?);
         }
         Ok(out)
-    }
-
-    fn tombstones_with_prefix(
-        &self,
-        txn: &impl TxnRead,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Tombstone)>, StoreError> {
-        let table = self.st(txn.table(TOMBSTONES))?;
-        let mut out = Vec::new();
-        for item in self.st(table.range::<&[u8]>(prefix..))? {
-            let (key, value) = self.st(item)?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            out.push((key.to_vec(), self.decode(TOMBSTONES_NAME, value.value())?));
-        }
-        Ok(out)
-    }
-
-    fn remove_prefix(
-        &self,
-        txn: &WriteTransaction,
-        definition: TableDefinition<'static, &'static [u8], &'static [u8]>,
-        prefix: &[u8],
-    ) -> Result<usize, StoreError> {
-        let mut table = self.st(txn.open_table(definition))?;
-        let mut keys = Vec::new();
-        for item in self.st(table.range::<&[u8]>(prefix..))? {
-            let (key, _) = self.st(item)?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            keys.push(key.to_vec());
-        }
-        for key in &keys {
-            self.st(table.remove(key.as_slice()))?;
-        }
-        Ok(keys.len())
     }
 
     fn get_value<T: DeserializeOwned>(
@@ -916,14 +913,6 @@ pub(crate) fn storage_error(file: &Path, error: redb::Error) -> StoreError {
             file: file.to_path_buf(),
             source: Box::new(other),
         },
-    }
-}
-
-fn bound_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
