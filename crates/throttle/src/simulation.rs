@@ -19,6 +19,9 @@
 //! [`SkysyncPolicy`] (this crate's [`Throttle`] with its quota), [`LegacyPolicy`] and
 //! [`PidPolicy`] (CloudSyncSession's two policies, as read in their docs), and [`NaivePolicy`]
 //! (no pacing at all). [`compare_policies`] runs all four on identical servers and seeds.
+//!
+//! A run ends when the work is done, after `max_requests` requests, or once
+//! [`MAX_SIMULATED_TIME`] has passed; the last two are reported as not done.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -29,10 +32,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::config::{ThrottleConfig, invalid};
+use crate::config::{MAX_DELAY_LIMIT, ThrottleConfig, invalid};
 use crate::error::Result;
 use crate::outcome::Outcome;
 use crate::throttle::{Permit, Throttle};
+
+/// The longest stretch of simulated time a run covers: 100 years. A policy that has not got
+/// its work accepted by then (against a server far too slow for the work) is stopped and
+/// reported as not done, so that no clock, skysync's quota clock included, runs past what it
+/// can count.
+pub const MAX_SIMULATED_TIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The simulated server's limits and penalties.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +50,8 @@ pub struct ServerConfig {
     pub rate: f64,
     /// `B`: the bucket's capacity (requests that can go back to back). At least 1.
     pub burst: u32,
-    /// The mean round trip of one request (default 20 ms). Must be above zero.
+    /// The mean round trip of one request (default 20 ms). Must be above zero and at most
+    /// [`MAX_DELAY_LIMIT`].
     pub latency: Duration,
     /// The first lock-out for coming back before a `retryAfter` (default 10 s).
     pub lockout: Duration,
@@ -80,6 +90,15 @@ impl ServerConfig {
             return Err(invalid(
                 "latency",
                 "is zero; it must be above zero so that time moves with every request",
+            ));
+        }
+        if self.latency > MAX_DELAY_LIMIT {
+            return Err(invalid(
+                "latency",
+                format!(
+                    "is {:?}; it must be at most {MAX_DELAY_LIMIT:?}",
+                    self.latency
+                ),
             ));
         }
         if self.lockout.is_zero() || self.max_lockout < self.lockout {
@@ -173,9 +192,11 @@ pub struct SimServer {
     lockouts: u64,
 }
 
+/// `secs` rounded up to whole seconds, at least 1 s; a wait too long for a `Duration` (a
+/// server with a vanishing rate) is the longest one.
 fn whole_seconds_at_least_one(secs: f64) -> Duration {
     let whole = secs.ceil().max(1.0);
-    Duration::try_from_secs_f64(whole).unwrap_or(Duration::from_secs(1))
+    Duration::try_from_secs_f64(whole).unwrap_or(Duration::MAX)
 }
 
 impl SimServer {
@@ -224,7 +245,7 @@ impl SimServer {
                 .lockout
                 .saturating_mul(factor)
                 .min(self.config.max_lockout);
-            self.locked_until = at + lockout;
+            self.locked_until = at.saturating_add(lockout);
             self.told_until = self.locked_until;
             self.lockouts += 1;
             return Reply::Throttled {
@@ -237,7 +258,7 @@ impl SimServer {
             return Reply::Accepted;
         }
         let retry_after = whole_seconds_at_least_one((1.0 - self.tokens) / self.config.rate);
-        self.told_until = at + retry_after;
+        self.told_until = at.saturating_add(retry_after);
         Reply::Throttled {
             retry_after,
             lockout: false,
@@ -515,7 +536,7 @@ impl ClientPolicy for PidPolicy {
                 *retry_after
             }
         };
-        self.next_at = now + wait;
+        self.next_at = now.saturating_add(wait);
     }
 }
 
@@ -556,12 +577,13 @@ pub struct PolicyRow {
     /// Simulated time from the first request until the last accepted reply arrived (or until
     /// the run was stopped).
     pub elapsed: Duration,
-    /// Whether all the work was accepted within `max_requests`.
+    /// Whether all the work was accepted within `max_requests` and [`MAX_SIMULATED_TIME`].
     pub completed: bool,
 }
 
-/// Runs one policy against a fresh server. Answers [`crate::ThrottleError::InvalidConfig`] for an
-/// invalid `config`.
+/// Runs one policy against a fresh server, until its work is done, `max_requests` have been
+/// sent, or [`MAX_SIMULATED_TIME`] has passed. Answers [`crate::ThrottleError::InvalidConfig`]
+/// for an invalid `config`.
 pub fn run_policy(config: &SimConfig, policy: &mut dyn ClientPolicy) -> Result<PolicyRow> {
     config.validate()?;
     let mut server = SimServer::new(&config.server)?;
@@ -574,12 +596,12 @@ pub fn run_policy(config: &SimConfig, policy: &mut dyn ClientPolicy) -> Result<P
     // request, so this bound is never the one that stops a run.
     let max_rounds = config.max_requests.saturating_mul(8).saturating_add(64);
     for _ in 0..max_rounds {
-        if accepted >= config.work || requests >= config.max_requests {
+        if accepted >= config.work || requests >= config.max_requests || now >= MAX_SIMULATED_TIME {
             break;
         }
         let ready = policy.ready_at(now);
         if ready > now {
-            now = ready;
+            now = ready.min(MAX_SIMULATED_TIME);
             continue;
         }
         requests += 1;

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use skysync_throttle::simulation::{
-    ClientPolicy, LegacyPolicy, NaivePolicy, PidPolicy, PidSettings, Reply, ServerConfig,
-    SimConfig, SimServer, SkysyncPolicy, compare_policies, run_policy,
+    ClientPolicy, LegacyPolicy, MAX_SIMULATED_TIME, NaivePolicy, PidPolicy, PidSettings, Reply,
+    ServerConfig, SimConfig, SimServer, SkysyncPolicy, compare_policies, run_policy,
 };
-use skysync_throttle::{Outcome, PacingController, ThrottleConfig, ThrottleError};
+use skysync_throttle::{MAX_DELAY_LIMIT, Outcome, PacingController, ThrottleConfig, ThrottleError};
 use tokio::time::Instant;
 
 fn secs(s: f64) -> Duration {
@@ -371,5 +371,53 @@ fn table_shows_every_policy_and_its_numbers() {
         assert!(line.contains(&row.requests.to_string()), "{line}");
         assert!(line.contains(&format!("{:.3}", row.goodput)), "{line}");
         assert!(line.trim_end().ends_with("yes"), "{line}");
+    }
+}
+
+#[test]
+fn a_server_too_slow_for_the_work_ends_the_runs_at_the_time_limit() {
+    // One token per ~32 years: 1000 requests cannot be accepted within the 100-year limit.
+    let config = SimConfig::new(1e-9, 1, 1000, 1);
+    let comparison = compare_policies(&config).unwrap();
+    for row in &comparison.rows {
+        assert!(!row.completed, "{row:?}");
+        assert!(row.accepted < 1000, "{row:?}");
+    }
+    let skysync = comparison.row("skysync").unwrap();
+    assert!(
+        skysync.requests < config.max_requests,
+        "the time limit, not max_requests, ends the run: {skysync:?}"
+    );
+    assert!(skysync.elapsed >= MAX_SIMULATED_TIME, "{skysync:?}");
+    assert!(
+        skysync.elapsed < MAX_SIMULATED_TIME + Duration::from_secs(1),
+        "{skysync:?}"
+    );
+}
+
+#[test]
+fn a_vanishing_rate_or_an_endless_lockout_ends_the_runs_without_overflow() {
+    // The time until the next token (about 10^19 s) is near the largest Duration.
+    let comparison = compare_policies(&SimConfig::new(1e-19, 1, 10, 1)).unwrap();
+    for row in &comparison.rows {
+        assert!(!row.completed, "{row:?}");
+        assert!(row.elapsed <= MAX_SIMULATED_TIME, "{row:?}");
+    }
+
+    let mut config = SimConfig::new(1.0, 1, 10, 1);
+    config.server.lockout = Duration::MAX;
+    config.server.max_lockout = Duration::MAX;
+    let naive = run_policy(&config, &mut NaivePolicy).unwrap();
+    assert_eq!(naive.lockouts, 1, "locked out for good: {naive:?}");
+    assert!(!naive.completed);
+}
+
+#[test]
+fn a_round_trip_longer_than_the_delay_limit_is_refused() {
+    let mut config = SimConfig::new(10.0, 20, 100, 1);
+    config.server.latency = MAX_DELAY_LIMIT + Duration::from_secs(1);
+    match compare_policies(&config) {
+        Err(ThrottleError::InvalidConfig { field, .. }) => assert_eq!(field, "latency"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
     }
 }
