@@ -18,7 +18,8 @@ use skysync_throttle::simulation::{SimConfig, compare_policies};
 const USAGE: &str = "usage: simulate [--rate R] [--burst B] [--work W] [--seed S] [--latency-ms L]";
 
 fn parse_args() -> Result<SimConfig, String> {
-    let mut config = SimConfig::new(10.0, 20, 20_000, 1);
+    let (mut rate, mut burst, mut work, mut seed) = (10.0, 20, 20_000, 1);
+    let mut latency = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -29,19 +30,22 @@ fn parse_args() -> Result<SimConfig, String> {
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = |what: &str| format!("{flag} {value}: expected {what}\n{USAGE}");
         match flag.as_str() {
-            "--rate" => config.server.rate = value.parse().map_err(|_| bad("a number"))?,
-            "--burst" => config.server.burst = value.parse().map_err(|_| bad("a whole number"))?,
-            "--work" => {
-                config.work = value.parse().map_err(|_| bad("a whole number"))?;
-                config.max_requests = config.work.saturating_mul(1000).max(10_000);
-            }
-            "--seed" => config.seed = value.parse().map_err(|_| bad("a whole number"))?,
+            "--rate" => rate = value.parse().map_err(|_| bad("a number"))?,
+            "--burst" => burst = value.parse().map_err(|_| bad("a whole number"))?,
+            "--work" => work = value.parse().map_err(|_| bad("a whole number"))?,
+            "--seed" => seed = value.parse().map_err(|_| bad("a whole number"))?,
             "--latency-ms" => {
-                config.server.latency =
-                    Duration::from_millis(value.parse().map_err(|_| bad("a whole number"))?)
+                latency = Some(Duration::from_millis(
+                    value.parse().map_err(|_| bad("a whole number"))?,
+                ))
             }
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
+    }
+    // SimConfig::new sets max_requests from the work.
+    let mut config = SimConfig::new(rate, burst, work, seed);
+    if let Some(latency) = latency {
+        config.server.latency = latency;
     }
     Ok(config)
 }
