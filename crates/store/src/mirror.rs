@@ -577,17 +577,14 @@ impl Mirror {
         )?;
         let more = ids.len() > limit;
         ids.truncate(limit);
+        let table = self.st(txn.table(RECORDS))?;
         let mut records = Vec::with_capacity(ids.len());
         for id in &ids {
             let key = self.record_key(id)?;
-            match self.get_record(txn, &key)? {
-                Some(record) => records.push(record),
-                None => {
-                    return Err(
-                        self.corrupt(BY_TYPE_NAME, format!("index names missing record {id}"))
-                    );
-                }
-            }
+            let Some(value) = self.st(table.get(key.as_slice()))? else {
+                return Err(self.corrupt(BY_TYPE_NAME, format!("index names missing record {id}")));
+            };
+            records.push(self.decode(RECORDS_NAME, value.value())?);
         }
         let next = if more { ids.pop() } else { None };
         Ok(RecordPage { records, next })
