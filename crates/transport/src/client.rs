@@ -199,12 +199,31 @@ fn parse_base_url(text: &str) -> Result<Url, TransportError> {
         return Err(bad_base(text, "it has no host"));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad_base(text, "it must not have a query or fragment"));
+        return Err(bad_base(
+            &without_secrets(&url),
+            "it must not have a query or fragment",
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad_base(text, "it must not carry credentials"));
+        return Err(bad_base(
+            &without_secrets(&url),
+            "it must not carry credentials",
+        ));
     }
     Ok(url)
+}
+
+/// `url` without the parts that may hold secrets (user, password, query, fragment), for an
+/// error message about them.
+fn without_secrets(url: &Url) -> String {
+    let mut shown = url.clone();
+    // Both only fail for URLs without a host, which `parse_base_url` has refused already; the
+    // query and fragment go either way.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// How requests of one client authenticate.
@@ -1118,6 +1137,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_refused_base_url_is_quoted_without_its_credentials_or_query() {
+        for bad in [
+            "https://user:hunter2@example.invalid/ck",
+            "https://example.invalid/ck?ckAPIToken=hunter2",
+            "https://example.invalid/ck#hunter2",
+        ] {
+            let err = CloudKitClient::builder("iCloud.a", Auth::api_token_only("k"))
+                .base_url(bad)
+                .build()
+                .unwrap_err();
+            let TransportError::BadBaseUrl { url, .. } = &err else {
+                panic!("{bad}: {err}")
+            };
+            assert_eq!(url, "https://example.invalid/ck");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@ pub enum TransportError {
     /// Pass something like `https://api.apple-cloudkit.com` or `http://127.0.0.1:8080`.
     #[error("bad base URL `{url}`: {reason}")]
     BadBaseUrl {
-        /// The URL as given.
+        /// The URL as given, less any user, password, query or fragment (they may hold
+        /// secrets).
         url: String,
         /// What is wrong with it.
         reason: String,
