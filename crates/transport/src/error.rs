@@ -52,7 +52,8 @@ pub enum TransportError {
         /// The record in another zone.
         record: String,
     },
-    /// The transport actor could not be started.
-    #[error("could not start the transport actor: {0}")]
+    /// The transport actor could not be started (ractor's reason inside; in practice the tokio
+    /// runtime is shutting down). Nothing is running; spawn it again from a running runtime.
+    #[error("could not start the transport actor: {0}; spawn it again from a running runtime")]
     Spawn(String),
 }
