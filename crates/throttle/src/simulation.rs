@@ -130,8 +130,8 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// A run of `work` requests against a server of `rate` per second and `burst`, with the
-    /// other server settings at their defaults and `max_requests` at `1000 · work` (a naive
-    /// client needs about that many under the default lock-outs).
+    /// other server settings at their defaults and `max_requests` at `1000 · work`, at least
+    /// 10,000 (a naive client needs about that many under the default lock-outs).
     pub fn new(rate: f64, burst: u32, work: u64, seed: u64) -> Self {
         Self {
             server: ServerConfig {
