@@ -24,7 +24,7 @@ use crate::types::{
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, Value, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use skysync_model::{ChangeToken, PendingChange, Record, RecordId, ZoneId, codec};
+use skysync_model::{ChangeToken, PendingChange, Record, RecordId, SystemFields, ZoneId, codec};
 use skysync_queue::{ChangeSeq, Outbox, TxnRead, keys};
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -233,13 +233,7 @@ impl Mirror {
             }
             let key = self.record_key(&server.id)?;
             alive.insert(key.clone());
-            if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
-                // Invariant 5: the delete wins. Keep the newest tag for the delete still to be sent.
-                tombstone.system = Some(system.clone());
-                self.put_tombstone(txn, &key, &tombstone)?;
-                if tombstone.state == TombstoneState::DeletePending {
-                    self.outbox.set_change_tag(txn, &server.id, Some(system))?;
-                }
+            if self.retag_tombstone(txn, &key, &server.id, Some(system))? {
                 outcome.ignored_deleted_locally.push(server.id.clone());
                 continue;
             }
@@ -344,13 +338,8 @@ impl Mirror {
         let id = &server.id;
         let key = self.record_key(id)?;
         let system = server.system.as_ref();
-        if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
-            // Invariant 5: deleted since the batch was formed; the confirmation must not bring it back.
-            tombstone.system = server.system.clone();
-            self.put_tombstone(txn, &key, &tombstone)?;
-            if tombstone.state == TombstoneState::DeletePending {
-                self.outbox.set_change_tag(txn, id, system)?;
-            }
+        // Deleted since the batch was formed: the confirmation must not bring it back.
+        if self.retag_tombstone(txn, &key, id, system)? {
             outcome.still_pending.push(id.clone());
             return Ok(());
         }
@@ -435,12 +424,7 @@ impl Mirror {
         validate_record(&resolved.record)?;
         let key = self.record_key(id)?;
         self.put_value(txn, BASES, &key, &resolved.server, "a merge base")?;
-        if let Some(mut tombstone) = self.get_tombstone(txn, &key)? {
-            tombstone.system = Some(system.clone());
-            self.put_tombstone(txn, &key, &tombstone)?;
-            if tombstone.state == TombstoneState::DeletePending {
-                self.outbox.set_change_tag(txn, id, Some(system))?;
-            }
+        if self.retag_tombstone(txn, &key, id, Some(system))? {
             return Ok(ResolveOutcome::DeletedLocally);
         }
         let current = self.outbox.entry(txn, id)?.map(|e| e.seq());
@@ -697,6 +681,27 @@ impl Mirror {
         tombstone: &Tombstone,
     ) -> Result<(), StoreError> {
         self.put_value(txn, TOMBSTONES, key, tombstone, "a tombstone")
+    }
+
+    /// A newer server copy of a record deleted locally leaves it deleted (invariant 5): its
+    /// tombstone keeps the newest system fields, and a delete still to be sent takes their tag so
+    /// that it can succeed. Returns whether the record has a tombstone (if not, nothing changed).
+    fn retag_tombstone(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+        id: &RecordId,
+        system: Option<&SystemFields>,
+    ) -> Result<bool, StoreError> {
+        let Some(mut tombstone) = self.get_tombstone(txn, key)? else {
+            return Ok(false);
+        };
+        tombstone.system = system.cloned();
+        self.put_tombstone(txn, key, &tombstone)?;
+        if tombstone.state == TombstoneState::DeletePending {
+            self.outbox.set_change_tag(txn, id, system)?;
+        }
+        Ok(true)
     }
 
     fn take_tombstone(
