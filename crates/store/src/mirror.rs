@@ -30,7 +30,6 @@ use std::collections::HashSet;
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The store format this build writes and reads.
 pub const STORE_FORMAT_VERSION: u64 = 1;
@@ -56,26 +55,23 @@ const FORMAT_KEY: &str = "format_version";
 /// The local mirror of one database file: the functions over a transaction that keep records, merge
 /// bases, tombstones and change tokens, together with the file's [`Outbox`].
 ///
-/// It holds only the file's path, for error messages; clone it freely.
+/// It holds only the file's path (kept by its outbox), for error messages; clone it freely.
 #[derive(Clone, Debug)]
 pub struct Mirror {
-    file: Arc<Path>,
     outbox: Outbox,
 }
 
 impl Mirror {
     /// The mirror of the database file at `file` (used only to name the file in errors).
     pub fn new(file: impl Into<PathBuf>) -> Self {
-        let file: PathBuf = file.into();
         Self {
-            outbox: Outbox::new(file.clone()),
-            file: Arc::from(file),
+            outbox: Outbox::new(file),
         }
     }
 
     /// The database file.
     pub fn file(&self) -> &Path {
-        &self.file
+        self.outbox.file()
     }
 
     /// The outbox in the same file.
@@ -95,7 +91,7 @@ impl Mirror {
                 }
                 Some(found) if found > STORE_FORMAT_VERSION => {
                     return Err(StoreError::NewerFormat {
-                        file: self.file.to_path_buf(),
+                        file: self.file().to_path_buf(),
                         found,
                         supported: STORE_FORMAT_VERSION,
                     });
@@ -869,7 +865,7 @@ impl Mirror {
 
     fn encode_error(&self, what: &'static str, e: impl Display) -> StoreError {
         StoreError::Encode {
-            file: self.file.to_path_buf(),
+            file: self.file().to_path_buf(),
             what,
             detail: e.to_string(),
         }
@@ -877,7 +873,7 @@ impl Mirror {
 
     fn corrupt(&self, table: &'static str, detail: impl Display) -> StoreError {
         StoreError::Corrupt {
-            file: self.file.to_path_buf(),
+            file: self.file().to_path_buf(),
             table,
             detail: detail.to_string(),
         }
@@ -889,7 +885,7 @@ impl Mirror {
 
     /// The store's error for a redb failure, naming the file.
     pub fn storage_error(&self, error: redb::Error) -> StoreError {
-        storage_error(&self.file, error)
+        storage_error(self.file(), error)
     }
 }
 
