@@ -161,7 +161,11 @@ impl Outbox {
             (None, true) => self.front_position(&mut meta)?,
         };
         self.st(pending.insert(pos, bytes.as_slice()))?;
-        self.st(by_record.insert(key.as_slice(), pos))?;
+        // A change coalescing in place keeps its position: rewriting the index would only copy its
+        // pages into the commit.
+        if existing != Some(pos) {
+            self.st(by_record.insert(key.as_slice(), pos))?;
+        }
         Ok(seq)
     }
 
