@@ -209,13 +209,15 @@ impl ServerErrorCode {
     }
 
     /// What the session does about this code (DESIGN.md's error table), given whether it came for
-    /// the whole request or for one item of it.
+    /// the whole request or for one item of it. This is the class of the code alone:
+    /// [`ServerError::class`] also weighs a `retryAfter` (a 503 or ZONE_BUSY that carries one is
+    /// [`ErrorClass::Throttled`]).
     pub fn classify(&self, scope: ErrorScope) -> ErrorClass {
         use ServerErrorCode as C;
         match (self, scope) {
-            (C::Throttled | C::TryAgainLater | C::InternalError | C::ZoneBusy, _) => {
-                ErrorClass::Transient
-            }
+            (C::Throttled, _) => ErrorClass::Throttled,
+            // Rate signals only when they carry a retryAfter: see [`ServerError::class`].
+            (C::TryAgainLater | C::InternalError | C::ZoneBusy, _) => ErrorClass::Transient,
             // An innocent item of a failed atomic batch: send it again once the culprit is handled.
             (C::AtomicError, _) => ErrorClass::Transient,
             (C::LimitExceeded, _) => ErrorClass::TooLarge,
@@ -321,10 +323,23 @@ pub enum ErrorScope {
 }
 
 /// What the session does with an error: the rows of DESIGN.md's error table.
+///
+/// Throttled, transient and offline are three different things: only a throttle is a rate signal
+/// (the throttle lowers its learned rate); a transient failure is retried on its own backoff and
+/// leaves the rate alone; offline is not even counted as an attempt. A failure inside this process
+/// (a component that did not answer) is not a cloud error at all and has no class here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Retry the same operation after max(throttle delay, retryAfter), counting the attempt.
+    /// The server said to slow down (THROTTLED, or a 503 / ZONE_BUSY with `retryAfter`): wait for
+    /// `retryAfter` as a hard deadline, lower the learned rate, count the attempt.
+    Throttled,
+    /// A passing failure (TRY_AGAIN_LATER without `retryAfter`, INTERNAL_ERROR, a lost or
+    /// unparsable answer, an innocent item of a failed atomic batch): retry the same operation on
+    /// its own capped backoff, count the attempt; not a rate signal.
     Transient,
+    /// No connection could be made (refused, no route, DNS, connect timeout): the device is
+    /// offline. Probe with backoff; never counted as an attempt, never a halt.
+    Offline,
     /// Over a count or size limit: split the batch in halves; a single change still too large is parked.
     TooLarge,
     /// The server has a newer copy: resolve with it and re-send with the server's change tag.
@@ -381,6 +396,19 @@ impl ServerError {
     }
 }
 
+impl ServerError {
+    /// What the session does about this error: the code's class, except that TRY_AGAIN_LATER and
+    /// ZONE_BUSY with a `retryAfter` are the server asking to slow down ([`ErrorClass::Throttled`]).
+    pub fn class(&self) -> ErrorClass {
+        match (&self.code, self.retry_after) {
+            (ServerErrorCode::TryAgainLater | ServerErrorCode::ZoneBusy, Some(_)) => {
+                ErrorClass::Throttled
+            }
+            (code, _) => code.classify(self.scope),
+        }
+    }
+}
+
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -398,9 +426,10 @@ impl fmt::Display for ServerError {
 /// How a request failed below CloudKit: the network or the bytes that came back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NetworkFailure {
-    /// The connection could not be made.
+    /// The connection could not be made (refused, no route, DNS failure, connect timeout): the
+    /// device is offline as far as this server is concerned.
     Connect,
-    /// No complete answer within the time limit.
+    /// Connected, but no complete answer within the time limit.
     Timeout,
     /// The connection broke mid-request or mid-response.
     Reset,
@@ -451,7 +480,11 @@ impl CloudError {
     /// What the session does about this error.
     pub fn class(&self) -> ErrorClass {
         match self {
-            CloudError::Server(e) => e.code.classify(e.scope),
+            CloudError::Server(e) => e.class(),
+            CloudError::Network {
+                kind: NetworkFailure::Connect,
+                ..
+            } => ErrorClass::Offline,
             CloudError::Network { .. } | CloudError::UnexpectedResponse { .. } => {
                 ErrorClass::Transient
             }

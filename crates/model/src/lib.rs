@@ -31,6 +31,7 @@ pub mod codec;
 pub mod error;
 pub mod field;
 pub mod ids;
+pub mod pacing;
 pub mod pending;
 pub mod record;
 pub mod wire;
@@ -41,6 +42,7 @@ pub use error::{
 };
 pub use field::{Asset, Field, FieldType, FieldValue, Location, Reference, ReferenceAction};
 pub use ids::{DEFAULT_ZONE_NAME, RecordId, ZoneId};
+pub use pacing::PacingMemory;
 pub use pending::PendingChange;
 pub use record::{ChangeTag, ChangeToken, Record, Stamp, SystemFields};
 

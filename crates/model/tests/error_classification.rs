@@ -87,8 +87,8 @@ fn table() -> Vec<(C, u16, A, A, CkErrorCode)> {
         (
             C::Throttled,
             429,
-            A::Transient,
-            A::Transient,
+            A::Throttled,
+            A::Throttled,
             CkErrorCode::RequestRateLimited,
         ),
         (
@@ -184,9 +184,17 @@ fn an_unknown_code_is_kept_verbatim_and_is_fatal() {
 }
 
 #[test]
-fn transport_failures_are_transient_and_incompatible_data_is_fatal() {
+fn transport_failures_are_transient_or_offline_and_incompatible_data_is_fatal() {
+    let refused = CloudError::Network {
+        kind: NetworkFailure::Connect,
+        detail: "connection refused".into(),
+    };
+    assert_eq!(
+        refused.class(),
+        A::Offline,
+        "no connection is offline, not a failure"
+    );
     for kind in [
-        NetworkFailure::Connect,
         NetworkFailure::Timeout,
         NetworkFailure::Reset,
         NetworkFailure::Other,
@@ -222,6 +230,38 @@ fn retry_after_is_carried_to_the_typed_error() {
         error.retry_after(),
         Some(std::time::Duration::from_secs(30))
     );
-    assert_eq!(error.class(), A::Transient);
+    assert_eq!(error.class(), A::Throttled);
     assert_eq!(CkErrorCode::RequestRateLimited.number(), 7);
+}
+
+#[test]
+fn a_503_or_zone_busy_is_throttled_only_with_a_retry_after() {
+    for (code, status) in [("TRY_AGAIN_LATER", 503), ("ZONE_BUSY", 503)] {
+        let with: ErrorBody = serde_json::from_str(&format!(
+            r#"{{"serverErrorCode":"{code}","reason":"busy","retryAfter":12}}"#
+        ))
+        .unwrap();
+        let without: ErrorBody = serde_json::from_str(&format!(
+            r#"{{"serverErrorCode":"{code}","reason":"busy"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            CloudError::Server(with.to_server_error(status)).class(),
+            A::Throttled,
+            "{code} with retryAfter is the server asking to slow down"
+        );
+        assert_eq!(
+            CloudError::Server(without.to_server_error(status)).class(),
+            A::Transient,
+            "{code} without retryAfter is a passing failure, not a rate signal"
+        );
+    }
+    let internal: ErrorBody = serde_json::from_str(
+        r#"{"serverErrorCode":"INTERNAL_ERROR","reason":"oops","retryAfter":5}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        CloudError::Server(internal.to_server_error(500)).class(),
+        A::Transient
+    );
 }

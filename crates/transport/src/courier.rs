@@ -48,7 +48,12 @@ async fn poll_until_fatal(
                     }
                 }
             }
-            Err(error) if error.class() == ErrorClass::Transient => {
+            Err(error)
+                if matches!(
+                    error.class(),
+                    ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Offline
+                ) =>
+            {
                 failures = failures.saturating_add(1);
                 let wait = retry_delay(
                     failures,

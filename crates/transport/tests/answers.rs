@@ -103,7 +103,7 @@ async fn a_failed_lookup_after_a_conflict_fails_only_that_record() {
     let outcomes = client(&base).modify_records(batch).await.unwrap();
     match &outcomes[0] {
         ModifyOutcome::Failed { error, .. } => {
-            assert_eq!(error.class(), ErrorClass::Transient);
+            assert_eq!(error.class(), ErrorClass::Throttled);
             assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(4)));
         }
         other => panic!("expected the lookup's failure, got {other:?}"),
@@ -297,5 +297,5 @@ async fn an_unreachable_server_is_a_connect_failure_whose_detail_has_no_tokens()
     assert!(!detail.contains("api-token-1234"), "{detail}");
     assert!(!detail.contains("web-token-5678"), "{detail}");
     assert!(!detail.contains("ckAPIToken"), "{detail}");
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorClass::Offline);
 }

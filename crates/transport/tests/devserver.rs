@@ -703,7 +703,7 @@ async fn try_again_later_and_throttled_are_transient_with_their_retry_after() {
         assert_eq!(e.code.as_str(), code);
         assert_eq!(e.http_status, status);
         assert_eq!(e.scope, ErrorScope::Request);
-        assert_eq!(err.class(), ErrorClass::Transient);
+        assert_eq!(err.class(), ErrorClass::Throttled, "{code} with retryAfter");
         assert_eq!(err.retry_after(), Some(Duration::from_secs(secs)));
     }
     server.shutdown().await.unwrap();
