@@ -34,6 +34,7 @@ pub mod ids;
 pub mod pacing;
 pub mod pending;
 pub mod record;
+pub mod resolution;
 pub mod wire;
 
 pub use error::{
@@ -45,6 +46,7 @@ pub use ids::{DEFAULT_ZONE_NAME, RecordId, ZoneId};
 pub use pacing::PacingMemory;
 pub use pending::PendingChange;
 pub use record::{ChangeTag, ChangeToken, Record, Stamp, SystemFields};
+pub use resolution::{ParkReason, Resolution};
 
 /// The most operations CloudKit Web Services accepts in one request (and records in one response).
 pub const MAX_OPERATIONS_PER_REQUEST: usize = 200;
