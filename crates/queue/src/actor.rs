@@ -3,8 +3,9 @@
 use crate::batch::{Batch, BatchLimits, ChangeSeq, OutboxEntry, ParkedChange, QueueDepth};
 use crate::error::QueueError;
 use crate::outbox::Outbox;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, call_t};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use skysync_actors::Mailbox;
 use skysync_model::RecordId;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,13 +41,6 @@ pub enum QueueMsg {
         limits: BatchLimits,
         /// Where the batch goes.
         reply: RpcReplyPort<Result<Batch, QueueError>>,
-    },
-    /// Acknowledge a batch the server confirmed: remove exactly the versions it carries.
-    Ack {
-        /// The confirmed batch (or the confirmed part of it).
-        batch: Batch,
-        /// How many changes were removed.
-        reply: RpcReplyPort<Result<usize, QueueError>>,
     },
     /// Move a batch's records to the front of the outbox.
     RequeueFront {
@@ -187,6 +181,28 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// Sends a write's answer. A write that failed because the database itself failed (an I/O error,
+/// after which redb must be reopened) also fails the actor, so that its supervisor reopens the file.
+fn answer<T>(
+    reply: RpcReplyPort<Result<T, QueueError>>,
+    result: Result<T, QueueError>,
+) -> Result<(), ActorProcessingErr> {
+    let failed = match &result {
+        Err(QueueError::Storage { source, .. }) => matches!(
+            **source,
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::LockPoisoned(_)
+        )
+        .then(|| source.to_string()),
+        _ => None,
+    };
+    // A caller that gave up waiting has dropped its port; there is nobody left to tell.
+    let _ = reply.send(result);
+    match failed {
+        Some(detail) => Err(format!("the outbox's database failed: {detail}").into()),
+        None => Ok(()),
+    }
+}
+
 impl Actor for QueueActor {
     type Msg = QueueMsg;
     type State = QueueState;
@@ -229,15 +245,11 @@ impl Actor for QueueActor {
                     .await;
                 let _ = reply.send(result);
             }
-            QueueMsg::Ack { batch, reply } => {
-                let result = state.write("ack", move |o, txn| o.ack(txn, &batch)).await;
-                let _ = reply.send(result);
-            }
             QueueMsg::RequeueFront { batch, reply } => {
                 let result = state
                     .write("requeue_front", move |o, txn| o.requeue_front(txn, &batch))
                     .await;
-                let _ = reply.send(result);
+                return answer(reply, result);
             }
             QueueMsg::Park {
                 id,
@@ -248,7 +260,7 @@ impl Actor for QueueActor {
                 let result = state
                     .write("park", move |o, txn| o.park(txn, &id, seq, &reason))
                     .await;
-                let _ = reply.send(result);
+                return answer(reply, result);
             }
             QueueMsg::Parked { reply } => {
                 let result = state.read("parked", |o, txn| o.parked(txn)).await;
@@ -260,7 +272,7 @@ impl Actor for QueueActor {
                         o.retry_parked(txn, only.as_deref())
                     })
                     .await;
-                let _ = reply.send(result);
+                return answer(reply, result);
             }
             QueueMsg::Depth { reply } => {
                 let result = state.read("depth", |o, txn| o.depth(txn)).await;
@@ -275,22 +287,50 @@ impl Actor for QueueActor {
     }
 }
 
-/// A cloneable handle to a running queue actor, with one typed async method per message.
+/// A cloneable handle to the queue actor, with one typed async method per message.
+///
+/// It calls through a [`Mailbox`], so it and its clones stay valid across restarts of the actor
+/// by a supervisor. A queue that does not answer is [`QueueError::Local`].
+///
+/// There is no acknowledgement here: a confirmed send is acknowledged by the store
+/// (`StoreHandle::confirm_sent`), with the record's new tag and base in the same transaction.
 #[derive(Clone, Debug)]
 pub struct QueueHandle {
-    actor: ActorRef<QueueMsg>,
+    mailbox: Mailbox<QueueMsg>,
     config: QueueConfig,
 }
 
 impl QueueHandle {
-    /// Creates the outbox tables in `db` if needed (refusing a newer format) and starts an unnamed
-    /// queue actor over it. `file` is the database's path, used to name it in errors. Returns the
-    /// handle and the actor's join handle.
+    /// Creates the outbox tables in `db` if needed (refusing a newer format) and starts an unnamed,
+    /// unsupervised queue actor over it. `file` is the database's path, used to name it in errors.
+    /// Returns the handle and the actor's join handle.
     pub async fn spawn(
         db: Arc<Database>,
         file: impl Into<PathBuf>,
         config: QueueConfig,
     ) -> Result<(QueueHandle, JoinHandle<()>), QueueError> {
+        let handle = QueueHandle::detached(config);
+        let join = handle.start(db, file, None).await?;
+        Ok((handle, join))
+    }
+
+    /// A handle whose mailbox has no actor yet: calls wait for one (up to the call timeout) until
+    /// [`QueueHandle::start`] or a supervisor attaches it.
+    pub fn detached(config: QueueConfig) -> Self {
+        Self {
+            mailbox: Mailbox::new("queue"),
+            config,
+        }
+    }
+
+    /// Creates the outbox tables in `db` if needed and starts a queue actor over it, linked to
+    /// `supervisor` if given, attached to this handle's mailbox (and every clone's).
+    pub async fn start(
+        &self,
+        db: Arc<Database>,
+        file: impl Into<PathBuf>,
+        supervisor: Option<ActorCell>,
+    ) -> Result<JoinHandle<()>, QueueError> {
         let outbox = Outbox::new(file);
         {
             let db = Arc::clone(&db);
@@ -300,23 +340,27 @@ impl QueueHandle {
             })
             .await?;
         }
-        let (actor, join) = Actor::spawn(None, QueueActor, QueueArgs { db, outbox })
-            .await
-            .map_err(|e| QueueError::Stopped {
-                operation: "spawn",
-                detail: e.to_string(),
-            })?;
-        Ok((QueueHandle { actor, config }, join))
+        let args = QueueArgs { db, outbox };
+        let spawned = match supervisor {
+            Some(supervisor) => Actor::spawn_linked(None, QueueActor, args, supervisor).await,
+            None => Actor::spawn(None, QueueActor, args).await,
+        };
+        let (actor, join) = spawned.map_err(|e| QueueError::Stopped {
+            operation: "spawn",
+            detail: e.to_string(),
+        })?;
+        self.mailbox.attach(actor);
+        Ok(join)
     }
 
-    /// A handle to an already running queue actor (one a supervisor spawned).
-    pub fn from_actor(actor: ActorRef<QueueMsg>, config: QueueConfig) -> Self {
-        Self { actor, config }
+    /// The mailbox this handle calls through (a supervisor attaches restarted actors to it).
+    pub fn mailbox(&self) -> &Mailbox<QueueMsg> {
+        &self.mailbox
     }
 
-    /// The actor behind this handle.
-    pub fn actor(&self) -> &ActorRef<QueueMsg> {
-        &self.actor
+    /// The actor behind this handle now, if one is attached.
+    pub fn actor(&self) -> Option<ActorRef<QueueMsg>> {
+        self.mailbox.actor()
     }
 
     /// The configuration this handle uses.
@@ -333,14 +377,6 @@ impl QueueHandle {
     /// large).
     pub async fn next_batch_within(&self, limits: BatchLimits) -> Result<Batch, QueueError> {
         self.call("next_batch", |reply| QueueMsg::NextBatch { limits, reply })
-            .await
-    }
-
-    /// Acknowledges a batch after the server confirmed it: removes exactly the versions it carries
-    /// (keep only the accepted changes in it first, see [`Batch::retain`]). Returns how many were
-    /// removed.
-    pub async fn ack(&self, batch: Batch) -> Result<usize, QueueError> {
-        self.call("ack", |reply| QueueMsg::Ack { batch, reply })
             .await
     }
 
@@ -398,13 +434,16 @@ impl QueueHandle {
             .await
     }
 
-    /// Stops the actor and waits until it has finished its current message.
+    /// Stops the actor and waits until it has finished its current message. The mailbox is left
+    /// empty: later calls fail with [`QueueError::Local`] unless a new actor is started.
     pub async fn stop(&self) {
-        // An error means the actor is already gone, which is what was asked for.
-        let _ = self
-            .actor
-            .stop_and_wait(None, Some(self.config.call_timeout))
-            .await;
+        if let Some(actor) = self.mailbox.actor() {
+            self.mailbox.detach();
+            // An error means the actor is already gone, which is what was asked for.
+            let _ = actor
+                .stop_and_wait(None, Some(self.config.call_timeout))
+                .await;
+        }
     }
 
     async fn call<T: Send + 'static>(
@@ -412,15 +451,8 @@ impl QueueHandle {
         operation: &'static str,
         make: impl FnOnce(RpcReplyPort<Result<T, QueueError>>) -> QueueMsg,
     ) -> Result<T, QueueError> {
-        let timeout = self.config.call_timeout;
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        match call_t!(self.actor, make, millis) {
-            Ok(result) => result,
-            Err(ractor::RactorErr::Timeout) => Err(QueueError::TimedOut { operation, timeout }),
-            Err(e) => Err(QueueError::Stopped {
-                operation,
-                detail: e.to_string(),
-            }),
-        }
+        self.mailbox
+            .call(operation, self.config.call_timeout, make)
+            .await?
     }
 }

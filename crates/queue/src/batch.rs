@@ -1,7 +1,7 @@
 //! What the outbox hands out: numbered changes, batches of them, their limits, and parked failures.
 
 use serde::{Deserialize, Serialize};
-use skysync_model::{PendingChange, RecordId};
+use skysync_model::{PendingChange, RecordId, ZoneId};
 use std::fmt;
 
 /// The number of one version of a pending change.
@@ -26,8 +26,9 @@ pub struct QueuedChange {
     pub seq: ChangeSeq,
     /// The change to send: the latest local copy with the latest known change tag, or a deletion.
     pub change: PendingChange,
-    /// How many bytes the change takes encoded, as counted against [`BatchLimits::max_bytes`].
-    pub encoded_len: usize,
+    /// How many bytes the change's operation takes in the request body
+    /// ([`PendingChange::wire_len`]), as counted against [`BatchLimits::max_bytes`].
+    pub wire_len: usize,
 }
 
 impl QueuedChange {
@@ -45,14 +46,14 @@ impl QueuedChange {
 pub struct BatchLimits {
     /// The most changes in one batch (CloudKit accepts 200 operations per request).
     pub max_changes: usize,
-    /// The most encoded bytes of changes in one batch.
+    /// The most bytes of operations (their JSON, as sent) in one batch.
     pub max_bytes: usize,
 }
 
 impl BatchLimits {
     /// The default count limit: CloudKit's 200 operations per request.
     pub const DEFAULT_MAX_CHANGES: usize = skysync_model::MAX_OPERATIONS_PER_REQUEST;
-    /// The default byte limit: 2 MB of encoded records.
+    /// The default byte limit: 2 MB of operations as sent.
     pub const DEFAULT_MAX_BYTES: usize = 2 * 1024 * 1024;
 
     /// Limits of `max_changes` changes and `max_bytes` bytes (a zero is treated as one).
@@ -114,9 +115,14 @@ impl Batch {
         self.changes.is_empty()
     }
 
-    /// The encoded size of all its changes.
-    pub fn encoded_len(&self) -> usize {
-        self.changes.iter().map(|c| c.encoded_len).sum()
+    /// The size of all its changes' operations as sent.
+    pub fn wire_len(&self) -> usize {
+        self.changes.iter().map(|c| c.wire_len).sum()
+    }
+
+    /// The zone of the batch (every change of a batch is in one zone); `None` when empty.
+    pub fn zone(&self) -> Option<&ZoneId> {
+        self.changes.first().map(|c| &c.record_id().zone)
     }
 
     /// The version number this batch carries for a record, if it carries the record.

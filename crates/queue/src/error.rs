@@ -1,7 +1,7 @@
 //! The one error type of the outbox.
 
+use skysync_actors::LocalError;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Everything that can go wrong in the outbox. Variants about the file name it.
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +55,11 @@ pub enum QueueError {
         /// The database file.
         file: PathBuf,
     },
-    /// The queue actor did not answer in time. For a write, whether it committed is unknown: read
-    /// back (depth, the pending entry) before retrying. A restart of the actor may be needed.
-    #[error("the queue did not answer `{operation}` within {timeout:?}")]
-    TimedOut {
-        /// The operation that was asked for.
-        operation: &'static str,
-        /// How long the caller waited.
-        timeout: Duration,
-    },
+    /// The queue actor did not answer: timed out, restarting, or stopped mid-call (a local
+    /// failure, never a storage one). For a write whose outcome is unknown, read back (depth, the
+    /// pending entry) before redoing it; the supervisor restarts the actor.
+    #[error(transparent)]
+    Local(#[from] LocalError),
     /// The queue actor (or its worker) has stopped; the supervisor restarts it. Retry through a
     /// fresh handle once it is back.
     #[error("the queue is not running (`{operation}`): {detail}")]

@@ -7,9 +7,11 @@
 //!
 //! - Each record has at most one pending change: a new change coalesces into it and keeps its place
 //!   (save A, save B, save A sends A then B; save then delete sends the delete).
-//! - Every change version has a [`ChangeSeq`]. [`QueueHandle::next_batch`] takes changes from the
-//!   front up to a count and a byte limit ([`BatchLimits`]) and removes nothing; acknowledging a batch
-//!   removes exactly the versions it carries, so an edit made after the batch was formed stays pending.
+//! - Every change version has a [`ChangeSeq`]. [`QueueHandle::next_batch`] takes changes of one zone
+//!   from the front up to a count and a byte limit on the request as sent ([`BatchLimits`]) and
+//!   removes nothing; acknowledging a change (the store does it when the server confirmed it)
+//!   removes exactly the version that was sent, so an edit made after the batch was formed stays
+//!   pending.
 //! - A change the server refuses for good is parked with its reason, listed, and retried on demand.
 //!
 //! ```
@@ -47,8 +49,19 @@
 //!     let names: Vec<_> = batch.changes().iter().map(|c| c.record_id().record_name.clone()).collect();
 //!     assert_eq!(names, ["a", "b"]);
 //!
-//!     // The server confirmed it: acknowledging removes exactly those versions.
-//!     assert_eq!(queue.ack(batch).await?, 2);
+//!     // The server confirmed it: the store acknowledges exactly those versions, in the same
+//!     // transaction as the records' new change tags (here by hand).
+//!     let outbox = Outbox::new(&path);
+//!     let db2 = db.clone();
+//!     tokio::task::spawn_blocking(move || {
+//!         write_durably(&db2, &outbox, |o, txn| {
+//!             for change in batch.changes() {
+//!                 o.ack_change(txn, change.record_id(), change.seq)?;
+//!             }
+//!             Ok(())
+//!         })
+//!     })
+//!     .await??;
 //!     assert_eq!(queue.depth().await?.pending, 0);
 //!     queue.stop().await;
 //!     Ok::<_, Box<dyn std::error::Error>>(())

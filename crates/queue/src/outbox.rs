@@ -169,28 +169,46 @@ impl Outbox {
         Ok(seq)
     }
 
-    /// The changes at the front of the outbox, in order, up to `limits` (at least one when anything is
-    /// pending). Parked changes are skipped. Removes nothing.
+    /// The changes at the front of the outbox for one zone, in order, up to `limits` (at least one
+    /// when anything is pending). Removes nothing.
+    ///
+    /// A batch never mixes zones (`records/modify` takes one zone): its zone is that of the first
+    /// pending change, and changes of other zones are passed over (they keep their places for a
+    /// later batch). The byte limit counts each change's operation as it will be sent
+    /// ([`PendingChange::wire_len`]). Parked changes are not pending and never in a batch.
     pub fn form_batch(&self, txn: &impl TxnRead, limits: BatchLimits) -> Result<Batch, QueueError> {
         let pending = self.st(txn.table(PENDING))?;
-        let mut changes = Vec::new();
+        let mut changes: Vec<QueuedChange> = Vec::new();
         let mut bytes = 0usize;
+        let mut zone: Option<ZoneId> = None;
+        let mut passed_over = 0usize;
+        // Interleaved zones cost a scan past other zones' changes; bound it so that one batch never
+        // reads the whole outbox.
+        let pass_limit = limits.max_changes.saturating_mul(4).max(1024);
         for item in self.st(pending.iter())? {
-            let (_, value) = self.st(item)?;
-            let value = value.value();
-            let len = value.len();
-            if !changes.is_empty()
-                && (changes.len() >= limits.max_changes
-                    || bytes.saturating_add(len) > limits.max_bytes)
-            {
+            if changes.len() >= limits.max_changes || passed_over > pass_limit {
                 break;
             }
-            let entry = self.decode_entry(value)?;
-            bytes = bytes.saturating_add(len);
+            let (_, value) = self.st(item)?;
+            let entry = self.decode_entry(value.value())?;
+            let entry_zone = &entry.change.record_id().zone;
+            match &zone {
+                Some(zone) if zone != entry_zone => {
+                    passed_over += 1;
+                    continue;
+                }
+                Some(_) => {}
+                None => zone = Some(entry_zone.clone()),
+            }
+            let wire_len = entry.change.wire_len();
+            if !changes.is_empty() && bytes.saturating_add(wire_len) > limits.max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(wire_len);
             changes.push(QueuedChange {
                 seq: entry.seq,
                 change: entry.change,
-                encoded_len: len,
+                wire_len,
             });
         }
         Ok(Batch::from_changes(changes))
@@ -198,6 +216,10 @@ impl Outbox {
 
     /// Removes the record's pending change if it is still version `seq`; returns whether it did. A
     /// record changed since (a newer version) or parked is left alone.
+    ///
+    /// This is the store's part of confirming a send (`Mirror::confirm_sent` calls it in the same
+    /// transaction that stores the record's new change tag and merge base); nothing else should
+    /// acknowledge a change.
     pub fn ack_change(
         &self,
         txn: &WriteTransaction,
@@ -208,21 +230,6 @@ impl Outbox {
         let mut by_record = self.st(txn.open_table(BY_RECORD))?;
         let mut pending = self.st(txn.open_table(PENDING))?;
         self.ack_key(&mut by_record, &mut pending, &key, seq)
-    }
-
-    /// Acknowledges a batch after the server confirmed it: removes exactly the versions it carries.
-    /// Returns how many were removed (a change edited after the batch was formed stays pending).
-    pub fn ack(&self, txn: &WriteTransaction, batch: &Batch) -> Result<usize, QueueError> {
-        let mut by_record = self.st(txn.open_table(BY_RECORD))?;
-        let mut pending = self.st(txn.open_table(PENDING))?;
-        let mut removed = 0;
-        for change in batch.changes() {
-            let key = self.record_key(change.record_id())?;
-            if self.ack_key(&mut by_record, &mut pending, &key, change.seq)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     /// [`Outbox::ack_change`] over tables the caller opened, by record key.
@@ -242,6 +249,27 @@ impl Outbox {
         self.st(pending.remove(pos))?;
         self.st(by_record.remove(key))?;
         Ok(true)
+    }
+
+    /// Drops the record's pending or parked change, whatever its version: the store does this when
+    /// a conflict's resolution accepts the server's side, in the same transaction. Returns whether
+    /// there was a change to drop.
+    pub fn discard(&self, txn: &WriteTransaction, id: &RecordId) -> Result<bool, QueueError> {
+        let key = self.record_key(id)?;
+        let mut by_record = self.st(txn.open_table(BY_RECORD))?;
+        let mut pending = self.st(txn.open_table(PENDING))?;
+        let mut parked = self.st(txn.open_table(PARKED))?;
+        let mut found = self.st(parked.remove(key.as_slice()))?.is_some();
+        if let Some(pos) = self
+            .st(by_record.remove(key.as_slice()))?
+            .map(|g| g.value())
+        {
+            if self.st(pending.remove(pos))?.is_none() {
+                return Err(self.dangling_index(pos));
+            }
+            found = true;
+        }
+        Ok(found)
     }
 
     /// Moves the batch's records to the front of the outbox, in the batch's order, so that they go
@@ -368,11 +396,12 @@ impl Outbox {
         let by_record = self.st(txn.table(BY_RECORD))?;
         if let Some(pos) = self.st(by_record.get(key.as_slice()))?.map(|g| g.value()) {
             let pending = self.st(txn.table(PENDING))?;
-            let (entry, encoded_len) = self.entry_at(&pending, pos)?;
+            let (entry, _) = self.entry_at(&pending, pos)?;
+            let wire_len = entry.change.wire_len();
             return Ok(Some(OutboxEntry::Pending(QueuedChange {
                 seq: entry.seq,
                 change: entry.change,
-                encoded_len,
+                wire_len,
             })));
         }
         let parked = self.st(txn.table(PARKED))?;

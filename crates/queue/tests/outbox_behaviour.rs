@@ -59,6 +59,27 @@ impl Fixture {
         .unwrap()
     }
 
+    /// Acknowledges exactly the versions a batch carries, as the store does when the server
+    /// confirmed it; returns how many were removed.
+    async fn ack(&self, batch: skysync_queue::Batch) -> usize {
+        let db = self.db.clone();
+        let outbox = Outbox::new(&self.path);
+        tokio::task::spawn_blocking(move || {
+            write_durably(&db, &outbox, |o, txn| {
+                let mut removed = 0;
+                for change in batch.changes() {
+                    if o.ack_change(txn, change.record_id(), change.seq)? {
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
     async fn set_tag(&self, id: RecordId, tag: &str) -> bool {
         let db = self.db.clone();
         let outbox = Outbox::new(&self.path);
@@ -147,14 +168,14 @@ async fn ack_removes_exactly_the_batch_and_keeps_an_edit_made_after_it_was_forme
     f.enqueue(vec![save("a", "1"), save("b", "1")]).await;
     let batch = f.queue.next_batch().await.unwrap();
     let newer = f.enqueue(vec![save("a", "2"), save("c", "1")]).await;
-    assert_eq!(f.queue.ack(batch).await.unwrap(), 1, "only b was unchanged");
+    assert_eq!(f.ack(batch).await, 1, "only b was unchanged");
     let rest = f.queue.next_batch().await.unwrap();
     assert_eq!(names(&rest), ["a", "c"]);
     assert_eq!(rest.changes()[0].seq, newer[0]);
     assert_eq!(text_of(&rest.changes()[0].change).as_deref(), Some("2"));
     // Acknowledging the same batch again removes nothing.
-    assert_eq!(f.queue.ack(rest.clone()).await.unwrap(), 2);
-    assert_eq!(f.queue.ack(rest).await.unwrap(), 0);
+    assert_eq!(f.ack(rest.clone()).await, 2);
+    assert_eq!(f.ack(rest).await, 0);
     assert_eq!(f.queue.depth().await.unwrap().pending, 0);
 }
 
@@ -165,7 +186,7 @@ async fn a_partial_ack_leaves_the_changes_the_server_did_not_accept() {
         .await;
     let mut batch = f.queue.next_batch().await.unwrap();
     batch.retain(|c| c.record_id().record_name != "b");
-    assert_eq!(f.queue.ack(batch).await.unwrap(), 2);
+    assert_eq!(f.ack(batch).await, 2);
     assert_eq!(f.next_names(BatchLimits::default()).await, ["b"]);
 }
 
@@ -177,7 +198,7 @@ async fn batches_stop_at_the_count_limit() {
     let limits = BatchLimits::new(3, usize::MAX);
     assert_eq!(f.next_names(limits).await, ["r0", "r1", "r2"]);
     let first = f.queue.next_batch_within(limits).await.unwrap();
-    f.queue.ack(first).await.unwrap();
+    f.ack(first).await;
     assert_eq!(f.next_names(limits).await, ["r3", "r4", "r5"]);
 }
 
@@ -207,13 +228,13 @@ async fn batches_stop_at_the_byte_limit_but_always_carry_one_change() {
         .next_batch_within(BatchLimits::unlimited())
         .await
         .unwrap();
-    let size_a = one.changes()[0].encoded_len;
+    let size_a = one.changes()[0].wire_len;
     assert!(size_a > 1000);
     // Room for two big changes, not three.
     let limits = BatchLimits::new(200, size_a * 2 + size_a / 2);
     let batch = f.queue.next_batch_within(limits).await.unwrap();
     assert_eq!(names(&batch), ["a", "b"]);
-    assert!(batch.encoded_len() <= limits.max_bytes);
+    assert!(batch.wire_len() <= limits.max_bytes);
     // A change larger than the limit on its own still goes out, alone.
     let tiny = BatchLimits::new(200, 10);
     assert_eq!(f.next_names(tiny).await, ["a"]);
@@ -228,7 +249,7 @@ async fn split_halves_go_out_in_order_and_each_ack_removes_its_own_half() {
     let (first, second) = batch.split().unwrap();
     assert_eq!(names(&first), ["r0", "r1"]);
     assert_eq!(names(&second), ["r2", "r3", "r4"]);
-    f.queue.ack(first).await.unwrap();
+    f.ack(first).await;
     assert_eq!(
         f.next_names(BatchLimits::default()).await,
         ["r2", "r3", "r4"]
@@ -308,7 +329,7 @@ async fn a_parked_change_is_listed_with_its_reason_skipped_and_retried_on_demand
     assert!(retried.changes()[0].seq > seq_a);
     let mut stale = batch;
     stale.retain(|c| c.record_id() == &id("a"));
-    assert_eq!(f.queue.ack(stale).await.unwrap(), 0);
+    assert_eq!(f.ack(stale).await, 0);
     assert_eq!(f.queue.depth().await.unwrap().pending, 2);
 }
 
@@ -401,16 +422,27 @@ async fn a_newer_outbox_format_is_refused_naming_the_file() {
 }
 
 #[tokio::test]
-async fn a_stopped_queue_answers_with_a_typed_error() {
-    let f = Fixture::new().await;
-    f.queue.stop().await;
-    assert!(matches!(
-        f.queue.depth().await,
-        Err(QueueError::Stopped {
-            operation: "depth",
-            ..
-        })
-    ));
+async fn a_stopped_queue_answers_with_a_local_error_at_its_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.redb");
+    let db = Arc::new(Database::create(&path).unwrap());
+    let config = QueueConfig {
+        call_timeout: std::time::Duration::from_millis(300),
+        ..QueueConfig::default()
+    };
+    let (queue, _) = QueueHandle::spawn(db, &path, config).await.unwrap();
+    queue.stop().await;
+    let err = queue.depth().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QueueError::Local(skysync_actors::LocalError::Unavailable {
+                component: "queue",
+                operation: "depth",
+            })
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -451,4 +483,49 @@ async fn clearing_a_zones_tags_reaches_its_pending_and_parked_changes_only() {
     );
     // The versions stay: a batch formed before the reset still acknowledges them.
     assert_eq!(f.queue.entry(id("p")).await.unwrap().unwrap().seq(), seq_p);
+}
+
+#[tokio::test]
+async fn a_batch_never_mixes_zones_and_others_keep_their_place() {
+    let f = Fixture::new().await;
+    let in_zone = |zone: &str, name: &str| {
+        PendingChange::Save(Record::new(RecordId::new(ZoneId::new(zone), name), "Note"))
+    };
+    f.enqueue(vec![
+        in_zone("Work", "a"),
+        in_zone("Home", "b"),
+        in_zone("Work", "c"),
+        in_zone("Home", "d"),
+    ])
+    .await;
+    let first = f.queue.next_batch().await.unwrap();
+    assert_eq!(names(&first), ["a", "c"]);
+    assert_eq!(first.zone(), Some(&ZoneId::new("Work")));
+    assert_eq!(f.ack(first).await, 2);
+    let second = f.queue.next_batch().await.unwrap();
+    assert_eq!(names(&second), ["b", "d"]);
+    assert_eq!(second.zone(), Some(&ZoneId::new("Home")));
+}
+
+#[tokio::test]
+async fn the_byte_limit_counts_the_operations_as_sent_not_as_stored() {
+    let f = Fixture::new().await;
+    // 3,000 raw bytes are 4,000 characters of base64 on the wire, but about 3,000 in storage.
+    let blob = |name: &str| {
+        PendingChange::Save(
+            Record::new(id(name), "Note").with("data", FieldValue::Bytes(vec![7u8; 3000])),
+        )
+    };
+    let changes = vec![blob("a"), blob("b"), blob("c")];
+    let sent: Vec<usize> = changes
+        .iter()
+        .map(|c| serde_json::to_vec(&c.to_operation()).unwrap().len())
+        .collect();
+    f.enqueue(changes).await;
+    // Room for three as stored, for two as sent.
+    let limits = BatchLimits::new(200, 10_000);
+    let batch = f.queue.next_batch_within(limits).await.unwrap();
+    assert_eq!(names(&batch), ["a", "b"]);
+    assert_eq!(batch.wire_len(), sent[0] + sent[1]);
+    assert!(sent[0] > 4000, "{sent:?}");
 }

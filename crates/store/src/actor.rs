@@ -4,12 +4,14 @@ use crate::error::StoreError;
 use crate::file::StoreFile;
 use crate::mirror::Mirror;
 use crate::types::{
-    CommitReceipt, ConfirmOutcome, ConfirmedChange, FetchOutcome, FetchedPage, LocalChange,
-    RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, ZoneRemoval, ZoneReset,
+    CommitReceipt, ConfirmOutcome, ConfirmedChange, DatabaseChanges, DatabaseChangesOutcome,
+    FetchOutcome, FetchedPage, LocalChange, OpenConflict, RecordPage, ResolveOutcome,
+    ResolvedConflict, SyncMetadata, SyncMetadataChange, Tombstone, ZoneRemoval, ZoneReset,
 };
 use crate::writer::{TypedJob, WriteJob, Writer, WriterStats};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, call_t};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use skysync_actors::Mailbox;
 use skysync_model::{ChangeToken, Record, RecordId, ZoneId};
 use skysync_queue::{ChangeSeq, OutboxEntry};
 use std::sync::Arc;
@@ -72,12 +74,56 @@ pub enum StoreMsg {
         /// What was acknowledged.
         reply: Reply<ConfirmOutcome>,
     },
-    /// Commit a conflict's resolution and queue it first.
-    CommitResolved {
-        /// The resolution (boxed: it holds two records).
+    /// Keep the server side of a conflict a send revealed.
+    RecordConflict {
+        /// The record.
+        id: RecordId,
+        /// The server's copy, or `None` if the server deleted it.
+        server: Option<Box<Record>>,
+        /// Whether it was kept.
+        reply: Reply<bool>,
+    },
+    /// Commit a conflict's resolution with everything it implies.
+    CommitResolution {
+        /// The resolution (boxed: it holds records).
         resolved: Box<ResolvedConflict>,
         /// What happened.
         reply: Reply<ResolveOutcome>,
+    },
+    /// Commit what `changes/database` reported with its token.
+    ApplyDatabaseChanges {
+        /// The changes.
+        changes: DatabaseChanges,
+        /// What was removed.
+        reply: Reply<DatabaseChangesOutcome>,
+    },
+    /// Change the sync metadata.
+    UpdateSyncMetadata {
+        /// The change.
+        change: SyncMetadataChange,
+        /// The metadata after it.
+        reply: Reply<SyncMetadata>,
+    },
+    /// Read the sync metadata.
+    SyncMetadata {
+        /// The metadata.
+        reply: Reply<SyncMetadata>,
+    },
+    /// Read one record's open conflict.
+    OpenConflict {
+        /// The record.
+        id: RecordId,
+        /// Its open conflict, if any.
+        reply: Reply<Option<OpenConflict>>,
+    },
+    /// Read a page of open conflicts.
+    OpenConflicts {
+        /// Start after this record.
+        after: Option<RecordId>,
+        /// At most this many.
+        limit: usize,
+        /// The page.
+        reply: Reply<Vec<OpenConflict>>,
     },
     /// Forget a zone's change token.
     ForgetToken {
@@ -167,6 +213,13 @@ pub enum StoreMsg {
         /// The counts.
         reply: Reply<WriterStats>,
     },
+    /// Sent by the store's own writer thread when it can no longer commit (it panicked, or redb
+    /// reported an I/O error after which the file must be reopened): the actor fails, so that its
+    /// supervisor reopens the file and starts it again.
+    WriterFailed {
+        /// What happened.
+        detail: String,
+    },
 }
 
 /// The store actor. Writes go to its writer thread (group commit); reads run one at a time on a
@@ -237,12 +290,16 @@ impl Actor for StoreActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         file: StoreFile,
     ) -> Result<Self::State, ActorProcessingErr> {
         let db = Arc::clone(file.database());
         let mirror = file.mirror().clone();
-        let writer = Writer::start(Arc::clone(&db), mirror.clone())?;
+        let on_failure = move |detail: String| {
+            // The actor may be gone already (stopping); then nobody needs telling.
+            let _ = myself.send_message(StoreMsg::WriterFailed { detail });
+        };
+        let writer = Writer::start(Arc::clone(&db), mirror.clone(), on_failure)?;
         Ok(StoreState {
             db: Some(db),
             mirror,
@@ -290,8 +347,45 @@ impl Actor for StoreActor {
             StoreMsg::ConfirmSent { confirmed, reply } => {
                 state.write(move |m, txn| m.confirm_sent(txn, &confirmed), reply);
             }
-            StoreMsg::CommitResolved { resolved, reply } => {
-                state.write(move |m, txn| m.commit_resolved(txn, &resolved), reply);
+            StoreMsg::RecordConflict { id, server, reply } => {
+                state.write(
+                    move |m, txn| m.record_conflict(txn, &id, server.as_deref()),
+                    reply,
+                );
+            }
+            StoreMsg::CommitResolution { resolved, reply } => {
+                state.write(move |m, txn| m.commit_resolution(txn, &resolved), reply);
+            }
+            StoreMsg::ApplyDatabaseChanges { changes, reply } => {
+                state.write(move |m, txn| m.apply_database_changes(txn, &changes), reply);
+            }
+            StoreMsg::UpdateSyncMetadata { change, reply } => {
+                state.write(
+                    move |m, txn| m.update_sync_metadata(txn, |meta| change.apply(meta)),
+                    reply,
+                );
+            }
+            StoreMsg::SyncMetadata { reply } => {
+                state.read(reply, |m, txn| m.sync_metadata(txn)).await;
+            }
+            StoreMsg::OpenConflict { id, reply } => {
+                state
+                    .read(reply, move |m, txn| m.open_conflict(txn, &id))
+                    .await;
+            }
+            StoreMsg::OpenConflicts {
+                after,
+                limit,
+                reply,
+            } => {
+                state
+                    .read(reply, move |m, txn| {
+                        m.open_conflicts(txn, after.as_ref(), limit)
+                    })
+                    .await;
+            }
+            StoreMsg::WriterFailed { detail } => {
+                return Err(format!("the store's writer failed: {detail}").into());
             }
             StoreMsg::ForgetToken { zone, reply } => {
                 state.write(move |m, txn| m.forget_token(txn, &zone), reply);
@@ -360,38 +454,65 @@ impl Actor for StoreActor {
     }
 }
 
-/// A cloneable handle to a running store actor, with one typed async method per message.
+/// A cloneable handle to the store actor, with one typed async method per message.
+///
+/// It calls through a [`Mailbox`], so it and its clones stay valid across restarts of the actor
+/// by a supervisor (see [`crate::StoreUnit`]). A store that does not answer is
+/// [`StoreError::Local`], never a storage error.
 #[derive(Clone, Debug)]
 pub struct StoreHandle {
-    actor: ActorRef<StoreMsg>,
+    mailbox: Mailbox<StoreMsg>,
     config: StoreConfig,
 }
 
 impl StoreHandle {
-    /// Starts an unnamed store actor (and its writer thread) over an open file. Returns the handle
-    /// and the actor's join handle.
+    /// Starts an unnamed, unsupervised store actor (and its writer thread) over an open file.
+    /// Returns the handle and the actor's join handle.
     pub async fn spawn(
         file: StoreFile,
         config: StoreConfig,
     ) -> Result<(StoreHandle, JoinHandle<()>), StoreError> {
-        let (actor, join) =
-            Actor::spawn(None, StoreActor, file)
-                .await
-                .map_err(|e| StoreError::Stopped {
-                    operation: "spawn",
-                    detail: e.to_string(),
-                })?;
-        Ok((StoreHandle { actor, config }, join))
+        let handle = StoreHandle::detached(config);
+        let join = handle.start(file, None).await?;
+        Ok((handle, join))
     }
 
-    /// A handle to an already running store actor (one a supervisor spawned).
-    pub fn from_actor(actor: ActorRef<StoreMsg>, config: StoreConfig) -> Self {
-        Self { actor, config }
+    /// A handle whose mailbox has no actor yet: calls wait for one (up to the call timeout) until
+    /// [`StoreHandle::start`] or a supervisor attaches it.
+    pub fn detached(config: StoreConfig) -> Self {
+        Self {
+            mailbox: Mailbox::new("store"),
+            config,
+        }
     }
 
-    /// The actor behind this handle.
-    pub fn actor(&self) -> &ActorRef<StoreMsg> {
-        &self.actor
+    /// Starts a store actor over `file`, linked to `supervisor` if given, and attaches it to this
+    /// handle's mailbox (and every clone's).
+    pub async fn start(
+        &self,
+        file: StoreFile,
+        supervisor: Option<ActorCell>,
+    ) -> Result<JoinHandle<()>, StoreError> {
+        let spawned = match supervisor {
+            Some(supervisor) => Actor::spawn_linked(None, StoreActor, file, supervisor).await,
+            None => Actor::spawn(None, StoreActor, file).await,
+        };
+        let (actor, join) = spawned.map_err(|e| StoreError::Stopped {
+            operation: "spawn",
+            detail: e.to_string(),
+        })?;
+        self.mailbox.attach(actor);
+        Ok(join)
+    }
+
+    /// The mailbox this handle calls through (a supervisor attaches restarted actors to it).
+    pub fn mailbox(&self) -> &Mailbox<StoreMsg> {
+        &self.mailbox
+    }
+
+    /// The actor behind this handle now, if one is attached.
+    pub fn actor(&self) -> Option<ActorRef<StoreMsg>> {
+        self.mailbox.actor()
     }
 
     /// Saves a record locally and queues it to be sent, in one transaction; returns once both are
@@ -438,13 +559,81 @@ impl StoreHandle {
         .await
     }
 
-    /// Commits a conflict's resolution and queues it at the front. See [`Mirror::commit_resolved`].
-    pub async fn commit_resolved(
+    /// Keeps the server side of a conflict that a send revealed, until it is resolved. See
+    /// [`Mirror::record_conflict`].
+    pub async fn record_conflict(
+        &self,
+        id: RecordId,
+        server: Option<Record>,
+    ) -> Result<bool, StoreError> {
+        self.call("record_conflict", |reply| StoreMsg::RecordConflict {
+            id,
+            server: server.map(Box::new),
+            reply,
+        })
+        .await
+    }
+
+    /// Commits a conflict's resolution with everything it implies, in one transaction. See
+    /// [`Mirror::commit_resolution`].
+    pub async fn commit_resolution(
         &self,
         resolved: ResolvedConflict,
     ) -> Result<ResolveOutcome, StoreError> {
-        self.call("commit_resolved", |reply| StoreMsg::CommitResolved {
+        self.call("commit_resolution", |reply| StoreMsg::CommitResolution {
             resolved: Box::new(resolved),
+            reply,
+        })
+        .await
+    }
+
+    /// Commits what `changes/database` reported with its token. See
+    /// [`Mirror::apply_database_changes`].
+    pub async fn apply_database_changes(
+        &self,
+        changes: DatabaseChanges,
+    ) -> Result<DatabaseChangesOutcome, StoreError> {
+        self.call("apply_database_changes", |reply| {
+            StoreMsg::ApplyDatabaseChanges { changes, reply }
+        })
+        .await
+    }
+
+    /// Changes the sync metadata durably; returns it as it is now.
+    pub async fn update_sync_metadata(
+        &self,
+        change: SyncMetadataChange,
+    ) -> Result<SyncMetadata, StoreError> {
+        self.call("update_sync_metadata", |reply| {
+            StoreMsg::UpdateSyncMetadata { change, reply }
+        })
+        .await
+    }
+
+    /// The sync metadata.
+    pub async fn sync_metadata(&self) -> Result<SyncMetadata, StoreError> {
+        self.call("sync_metadata", |reply| StoreMsg::SyncMetadata { reply })
+            .await
+    }
+
+    /// The record's open conflict, if one waits to be resolved.
+    pub async fn open_conflict(&self, id: RecordId) -> Result<Option<OpenConflict>, StoreError> {
+        self.call("open_conflict", |reply| StoreMsg::OpenConflict {
+            id,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `limit` open conflicts after `after` (exclusive), in key order.
+    pub async fn open_conflicts(
+        &self,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> Result<Vec<OpenConflict>, StoreError> {
+        self.call("open_conflicts", |reply| StoreMsg::OpenConflicts {
+            after,
+            limit,
             reply,
         })
         .await
@@ -553,13 +742,16 @@ impl StoreHandle {
             .await
     }
 
-    /// Stops the actor, waits for queued commits to finish and releases the file.
+    /// Stops the actor, waits for queued commits to finish and releases the file. The mailbox is
+    /// left empty: later calls fail with [`StoreError::Local`] unless a new actor is started.
     pub async fn stop(&self) {
-        // An error means the actor is already gone, which is what was asked for.
-        let _ = self
-            .actor
-            .stop_and_wait(None, Some(self.config.call_timeout))
-            .await;
+        if let Some(actor) = self.mailbox.actor() {
+            self.mailbox.detach();
+            // An error means the actor is already gone, which is what was asked for.
+            let _ = actor
+                .stop_and_wait(None, Some(self.config.call_timeout))
+                .await;
+        }
     }
 
     async fn call<T: Send + 'static>(
@@ -567,15 +759,8 @@ impl StoreHandle {
         operation: &'static str,
         make: impl FnOnce(Reply<T>) -> StoreMsg,
     ) -> Result<T, StoreError> {
-        let timeout = self.config.call_timeout;
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        match call_t!(self.actor, make, millis) {
-            Ok(result) => result,
-            Err(ractor::RactorErr::Timeout) => Err(StoreError::TimedOut { operation, timeout }),
-            Err(e) => Err(StoreError::Stopped {
-                operation,
-                detail: e.to_string(),
-            }),
-        }
+        self.mailbox
+            .call(operation, self.config.call_timeout, make)
+            .await?
     }
 }

@@ -1,9 +1,9 @@
 //! The one error type of the store.
 
+use skysync_actors::LocalError;
 use skysync_model::{RecordId, ZoneId};
 use skysync_queue::QueueError;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Everything that can go wrong in the store. Variants about the file name it.
 #[derive(Debug, thiserror::Error)]
@@ -96,15 +96,11 @@ pub enum StoreError {
     /// The outbox failed; see the inner error for what to do.
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// The store actor did not answer in time. For a write, whether it committed is unknown: read the
-    /// record back before retrying. A restart of the actor may be needed.
-    #[error("the store did not answer `{operation}` within {timeout:?}")]
-    TimedOut {
-        /// The operation that was asked for.
-        operation: &'static str,
-        /// How long the caller waited.
-        timeout: Duration,
-    },
+    /// The store actor did not answer: timed out, restarting, or stopped mid-call (a local
+    /// failure, never a storage one). For a write whose outcome is unknown, read back before
+    /// redoing it; the supervisor restarts the actor.
+    #[error(transparent)]
+    Local(#[from] LocalError),
     /// The store actor or its writer thread has stopped; the supervisor restarts it. Retry through a
     /// fresh handle once it is back.
     #[error("the store is not running (`{operation}`): {detail}")]

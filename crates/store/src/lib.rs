@@ -8,9 +8,19 @@
 //! 2. A fetched page and the zone's new token commit in one transaction; replaying a page is harmless.
 //! 3. The outbox forgets a change only when the server confirmed it ([`StoreHandle::confirm_sent`]).
 //! 4. Changes coalesce per record, and a confirmation's new change tag reaches any newer pending edit.
-//! 5. A record deleted locally never comes back, neither from a late confirmation nor from a fetch.
-//! 6. Fetched data never overwrites a record with pending local changes: it becomes the merge base.
+//! 5. A record deleted locally never comes back from stale data, neither from a late confirmation
+//!    nor from a fetch that crossed the delete; a live copy after the confirmed delete is a new life
+//!    of the record and is applied.
+//! 6. Fetched data never overwrites a record with pending local changes, and never moves its merge
+//!    base: the server copy is kept beside them as an [`OpenConflict`] until a resolution is
+//!    committed ([`StoreHandle::commit_resolution`], one transaction for every kind of resolution).
 //! 7. The file carries a format version; a newer one, or a damaged file, is a typed error naming it.
+//! 8. Sync metadata ([`SyncMetadata`]: the database token, ensured zones and subscriptions, the
+//!    account, last fetch and send, the throttle's learned state) commits with the data it describes.
+//!
+//! The store and the queue share the file and restart together under a supervisor ([`StoreUnit`]);
+//! their handles stay valid across restarts. A writer thread that can no longer commit fails its
+//! actor, so the supervisor reopens the file.
 //!
 //! [`Mirror`] holds the functions over a redb transaction; [`StoreHandle`] is the actor the app and
 //! the session talk to. Every redb call runs on a blocking thread, never on the async ones.
@@ -52,6 +62,7 @@ mod error;
 mod file;
 mod mirror;
 mod types;
+mod unit;
 mod writer;
 
 pub use actor::{StoreActor, StoreConfig, StoreHandle, StoreMsg, StoreState};
@@ -60,8 +71,10 @@ pub use file::StoreFile;
 pub use mirror::{Mirror, STORE_FORMAT_VERSION};
 pub use skysync_queue::TxnRead;
 pub use types::{
-    CommitReceipt, ConfirmOutcome, ConfirmedChange, FetchOutcome, FetchedPage, LocalChange,
-    RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, TombstoneState, ZoneRemoval,
+    CommitReceipt, ConfirmOutcome, ConfirmedChange, DatabaseChanges, DatabaseChangesOutcome,
+    FetchOutcome, FetchedPage, LocalChange, OpenConflict, RecordPage, ResolveOutcome,
+    ResolvedConflict, SyncMetadata, SyncMetadataChange, Tombstone, TombstoneState, ZoneRemoval,
     ZoneReset,
 };
+pub use unit::StoreUnit;
 pub use writer::WriterStats;

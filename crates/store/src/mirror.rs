@@ -12,27 +12,36 @@
 //! - `skysync.merge_bases`: record key → the last known server copy.
 //! - `skysync.tombstones`: record key → [`Tombstone`] of a record deleted locally.
 //! - `skysync.zone_tokens`: zone key → the zone's [`ChangeToken`].
+//! - `skysync.open_conflicts`: record key → [`OpenConflict`], the server side of a conflict with a
+//!   pending local change, until it is resolved.
+//! - `skysync.sync_meta`: one [`SyncMetadata`] value, the engine's own state.
 //!
-//! A record key is in `records` or in `tombstones`, never both.
+//! A record key is in `records` or in `tombstones`, never both. A key in `open_conflicts` has an
+//! outbox entry (pending or parked) while the conflict is open.
 
 use crate::error::StoreError;
 use crate::types::{
-    CommitReceipt, ConfirmOutcome, ConfirmedChange, FetchOutcome, FetchedPage, LocalChange,
-    RecordPage, ResolveOutcome, ResolvedConflict, Tombstone, TombstoneState, ZoneRemoval,
-    ZoneReset,
+    CommitReceipt, ConfirmOutcome, ConfirmedChange, DatabaseChanges, DatabaseChangesOutcome,
+    FetchOutcome, FetchedPage, LocalChange, OpenConflict, RecordPage, ResolveOutcome,
+    ResolvedConflict, SyncMetadata, Tombstone, TombstoneState, ZoneRemoval, ZoneReset,
 };
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, Value, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use skysync_model::{ChangeToken, PendingChange, Record, RecordId, SystemFields, ZoneId, codec};
+use skysync_model::{
+    ChangeToken, PacingMemory, PendingChange, Record, RecordId, Resolution, SystemFields, ZoneId,
+    codec,
+};
 use skysync_queue::{ChangeSeq, Outbox, TxnRead, keys};
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-/// The store format this build writes and reads.
-pub const STORE_FORMAT_VERSION: u64 = 1;
+/// The store format this build writes and reads. Version 2 added open conflicts and sync metadata;
+/// a version 1 file is upgraded in place on open (the new tables start empty).
+pub const STORE_FORMAT_VERSION: u64 = 2;
 
 const META_NAME: &str = "skysync.meta";
 const RECORDS_NAME: &str = "skysync.records";
@@ -41,6 +50,8 @@ const TAGGED_NAME: &str = "skysync.tagged";
 const BASES_NAME: &str = "skysync.merge_bases";
 const TOMBSTONES_NAME: &str = "skysync.tombstones";
 const TOKENS_NAME: &str = "skysync.zone_tokens";
+const CONFLICTS_NAME: &str = "skysync.open_conflicts";
+const SYNC_META_NAME: &str = "skysync.sync_meta";
 
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new(META_NAME);
 const RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(RECORDS_NAME);
@@ -49,8 +60,11 @@ const TAGGED: TableDefinition<'static, &[u8], ()> = TableDefinition::new(TAGGED_
 const BASES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(BASES_NAME);
 const TOMBSTONES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(TOMBSTONES_NAME);
 const TOKENS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(TOKENS_NAME);
+const CONFLICTS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(CONFLICTS_NAME);
+const SYNC_META: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(SYNC_META_NAME);
 
 const FORMAT_KEY: &str = "format_version";
+const SYNC_META_KEY: &[u8] = b"sync";
 
 /// The local mirror of one database file: the functions over a transaction that keep records, merge
 /// bases, tombstones and change tokens, together with the file's [`Outbox`].
@@ -86,7 +100,8 @@ impl Mirror {
             let mut meta = self.st(txn.open_table(META))?;
             let found = self.st(meta.get(FORMAT_KEY))?.map(|g| g.value());
             match found {
-                None => {
+                // A new file, or one of version 1 (whose new tables are created below, empty).
+                None | Some(1) => {
                     self.st(meta.insert(FORMAT_KEY, STORE_FORMAT_VERSION))?;
                 }
                 Some(found) if found > STORE_FORMAT_VERSION => {
@@ -108,6 +123,8 @@ impl Mirror {
         self.st(txn.open_table(BASES))?;
         self.st(txn.open_table(TOMBSTONES))?;
         self.st(txn.open_table(TOKENS))?;
+        self.st(txn.open_table(CONFLICTS))?;
+        self.st(txn.open_table(SYNC_META))?;
         self.outbox.create_tables(txn)?;
         Ok(())
     }
@@ -199,10 +216,19 @@ impl Mirror {
 
     /// Applies one fetched page and stores the zone's new token, in the caller's transaction.
     ///
-    /// A record with a pending (or parked) local change is not overwritten: the server copy becomes
-    /// its merge base and, if the server changed it, it is reported as a conflict. A record deleted
-    /// locally is not brought back. A confirmed tombstone of the zone is dropped once a page that
-    /// does not hold the record alive passes it. Applying the same page twice leaves the same state.
+    /// - A record with a pending (or parked) local change is not overwritten (invariant 6): its
+    ///   local copy and merge base stay, and a server side that differs from what the local edit
+    ///   was made on is stored as an [`OpenConflict`] (a newer copy, or the deletion).
+    /// - A record deleted locally is not brought back by a stale copy (invariant 5): its pending
+    ///   delete takes the newer change tag and the newer copy is an open conflict for the
+    ///   resolver's delete policy. Once the delete was confirmed, a copy with another change tag is
+    ///   a new life of the record (another device created it again) and is applied.
+    /// - A confirmed tombstone of the zone is dropped once a page that does not hold the record
+    ///   alive passes it.
+    /// - When no more pages are coming, the zone leaves [`SyncMetadata::zones_to_fetch`]; the time
+    ///   of the fetch is recorded.
+    ///
+    /// Applying the same page twice leaves the same state.
     pub fn apply_fetched(
         &self,
         txn: &WriteTransaction,
@@ -229,22 +255,43 @@ impl Mirror {
             }
             let key = self.record_key(&server.id)?;
             alive.insert(key.clone());
-            if self.retag_tombstone(txn, &key, &server.id, Some(system))? {
+            if let Some(tombstone) = self.get_tombstone(txn, &key)? {
+                let known_tag = tombstone.system.as_ref().map(|s| &s.change_tag);
+                if tombstone.state == TombstoneState::DeleteConfirmed
+                    && known_tag != Some(&system.change_tag)
+                {
+                    // Invariant 5's exception: a live copy after the confirmed delete is a new
+                    // life of the record.
+                    self.remove_key(txn, TOMBSTONES, &key)?;
+                    self.put_record(txn, &key, server, None)?;
+                    self.put_value(txn, BASES, &key, server, "a merge base")?;
+                    outcome.applied += 1;
+                    outcome.recreated.push(server.id.clone());
+                    continue;
+                }
+                let changed = known_tag != Some(&system.change_tag);
+                self.retag_tombstone(txn, &key, &server.id, Some(system))?;
+                if changed && tombstone.state == TombstoneState::DeletePending {
+                    self.put_conflict(txn, &key, &server.id, Some(server))?;
+                    outcome.conflicts.push(server.id.clone());
+                }
                 outcome.ignored_deleted_locally.push(server.id.clone());
                 continue;
             }
+            let old = self.get_record(txn, &key)?;
             if self.outbox.entry(txn, &server.id)?.is_some() {
-                // Invariant 6: local changes are never overwritten; the server copy is the new base.
-                let local_tag = self
-                    .get_record(txn, &key)?
-                    .and_then(|r| r.system.map(|s| s.change_tag));
-                self.put_value(txn, BASES, &key, server, "a merge base")?;
-                if local_tag.as_ref() != Some(&system.change_tag) {
+                // Invariant 6: local changes are never overwritten and the base stays the common
+                // ancestor; the server copy waits beside them as the server side of a conflict.
+                let local_tag = old.as_ref().and_then(|r| r.change_tag());
+                if local_tag == Some(&system.change_tag) {
+                    // The very copy the local edit was made on: nothing to reconcile.
+                    self.remove_key(txn, CONFLICTS, &key)?;
+                } else {
+                    self.put_conflict(txn, &key, &server.id, Some(server))?;
                     outcome.conflicts.push(server.id.clone());
                 }
                 continue;
             }
-            let old = self.get_record(txn, &key)?;
             self.put_record(txn, &key, server, old.as_ref())?;
             self.put_value(txn, BASES, &key, server, "a merge base")?;
             outcome.applied += 1;
@@ -257,15 +304,22 @@ impl Mirror {
             }
             let key = self.record_key(id)?;
             if let Some(tombstone) = self.get_tombstone(txn, &key)? {
-                if tombstone.state == TombstoneState::DeleteConfirmed {
-                    self.remove_key(txn, TOMBSTONES, &key)?;
-                    self.remove_key(txn, BASES, &key)?;
+                match tombstone.state {
+                    TombstoneState::DeleteConfirmed => {
+                        self.remove_key(txn, TOMBSTONES, &key)?;
+                        self.remove_key(txn, BASES, &key)?;
+                    }
+                    // Deleted on both sides: the resolver drops the pending delete.
+                    TombstoneState::DeletePending => {
+                        self.put_conflict(txn, &key, id, None)?;
+                        outcome.conflicts.push(id.clone());
+                    }
                 }
                 continue;
             }
             if self.outbox.entry(txn, id)?.is_some() {
-                self.remove_key(txn, BASES, &key)?;
-                outcome.deleted_with_local_changes.push(id.clone());
+                self.put_conflict(txn, &key, id, None)?;
+                outcome.conflicts.push(id.clone());
                 continue;
             }
             if self.remove_record(txn, &key)?.is_some() {
@@ -283,7 +337,45 @@ impl Mirror {
             }
         }
         self.put_value(txn, TOKENS, &zone_key, &page.token, "a change token")?;
+        self.update_sync_metadata(txn, |meta| {
+            if !page.more_coming {
+                meta.zones_to_fetch.remove(&page.zone);
+            }
+            meta.last_fetch_unix_ms = Some(PacingMemory::unix_ms(SystemTime::now()));
+        })?;
         Ok(outcome)
+    }
+
+    /// Stores the server side of a conflict that a send revealed (`CONFLICT` or `EXISTS` with the
+    /// server's copy, or `NOT_FOUND` on an update: `server` is `None`), so that it survives a crash
+    /// until it is resolved. Nothing is stored if the record no longer has an outbox entry (its
+    /// change was acknowledged or the zone removed meanwhile). Returns whether it was stored.
+    pub fn record_conflict(
+        &self,
+        txn: &WriteTransaction,
+        id: &RecordId,
+        server: Option<&Record>,
+    ) -> Result<bool, StoreError> {
+        if let Some(server) = server {
+            if server.id != *id {
+                return Err(StoreError::InvalidConfirmation {
+                    id: id.clone(),
+                    reason: "the server copy is of another record",
+                });
+            }
+            if server.system.is_none() {
+                return Err(StoreError::InvalidConfirmation {
+                    id: id.clone(),
+                    reason: "the server copy has no system fields",
+                });
+            }
+        }
+        if self.outbox.entry(txn, id)?.is_none() {
+            return Ok(false);
+        }
+        let key = self.record_key(id)?;
+        self.put_conflict(txn, &key, id, server)?;
+        Ok(true)
     }
 
     // ----- confirmations -----
@@ -321,6 +413,11 @@ impl Mirror {
                 }
             }
         }
+        if !confirmed.is_empty() {
+            self.update_sync_metadata(txn, |meta| {
+                meta.last_send_unix_ms = Some(PacingMemory::unix_ms(SystemTime::now()));
+            })?;
+        }
         Ok(outcome)
     }
 
@@ -351,6 +448,8 @@ impl Mirror {
         self.put_record(txn, &key, &local, Some(&old))?;
         self.put_value(txn, BASES, &key, server, "a merge base")?;
         if self.outbox.ack_change(txn, id, seq)? {
+            // The server took the local state: a server side seen before is history now.
+            self.remove_key(txn, CONFLICTS, &key)?;
             outcome.acknowledged.push(id.clone());
         } else {
             // Invariant 4: the newer local change goes out with the newest tag.
@@ -374,6 +473,7 @@ impl Mirror {
                 self.put_tombstone(txn, &key, &tombstone)?;
             }
             self.remove_key(txn, BASES, &key)?;
+            self.remove_key(txn, CONFLICTS, &key)?;
             outcome.acknowledged.push(id.clone());
             return Ok(());
         }
@@ -396,43 +496,133 @@ impl Mirror {
         Ok(())
     }
 
-    /// Commits a conflict's resolution: the resolved record becomes the local copy with the server's
-    /// system fields, the server copy becomes the merge base, and the record's change moves to the
-    /// front of the outbox. Not applied if the app changed or deleted the record since.
-    pub fn commit_resolved(
+    /// Commits a conflict's resolution in the caller's transaction, with everything it implies,
+    /// and closes the open conflict:
+    ///
+    /// | resolution | local record | merge base | outbox |
+    /// |---|---|---|---|
+    /// | `Send(r)` | `r` on the server's system fields | the server copy | `r` first, as an update |
+    /// | `SendDelete` | stays deleted, tombstone takes the server's tag | the server copy | the delete first, with that tag |
+    /// | `AcceptServer` | the server copy (or gone, if deleted there) | the server copy (or none) | the change dropped |
+    /// | `Recreate(r)` | `r` without system fields | none | `r` first, as a create |
+    /// | `Restore` | the server copy, tombstone dropped | the server copy | the delete dropped |
+    /// | `Park` | unchanged | unchanged | the change parked with the reason |
+    ///
+    /// Nothing is applied if the app changed the record since the resolution started
+    /// ([`ResolveOutcome::LocalChangedSince`]) or a newer server side arrived
+    /// ([`ResolveOutcome::ServerChangedSince`]); the conflict stays open then. A resolution that
+    /// needs a server copy and has none is refused ([`StoreError::InvalidConfirmation`]).
+    pub fn commit_resolution(
         &self,
         txn: &WriteTransaction,
         resolved: &ResolvedConflict,
     ) -> Result<ResolveOutcome, StoreError> {
-        let id = &resolved.server.id;
-        if resolved.record.id != *id {
-            return Err(StoreError::InvalidConfirmation {
-                id: id.clone(),
-                reason: "the resolved record and the server copy are different records",
-            });
-        }
-        let Some(system) = &resolved.server.system else {
-            return Err(StoreError::InvalidConfirmation {
-                id: id.clone(),
-                reason: "the server copy has no system fields",
-            });
+        let id = &resolved.id;
+        let invalid = |reason| StoreError::InvalidConfirmation {
+            id: id.clone(),
+            reason,
         };
-        validate_record(&resolved.record)?;
-        let key = self.record_key(id)?;
-        self.put_value(txn, BASES, &key, &resolved.server, "a merge base")?;
-        if self.retag_tombstone(txn, &key, id, Some(system))? {
-            return Ok(ResolveOutcome::DeletedLocally);
+        if let Some(server) = &resolved.server {
+            if server.id != *id {
+                return Err(invalid("the server copy is of another record"));
+            }
+            if server.system.is_none() {
+                return Err(invalid("the server copy has no system fields"));
+            }
         }
-        let current = self.outbox.entry(txn, id)?.map(|e| e.seq());
-        if current != resolved.local_seq {
+        let key = self.record_key(id)?;
+        if let Some(open) = self.get_conflict(txn, &key)? {
+            let resolved_tag = resolved.server.as_ref().and_then(Record::change_tag);
+            if open.server_tag() != resolved_tag {
+                return Ok(ResolveOutcome::ServerChangedSince);
+            }
+        }
+        let entry = self.outbox.entry(txn, id)?;
+        if entry.as_ref().map(|e| e.seq()) != resolved.local_seq {
             return Ok(ResolveOutcome::LocalChangedSince);
         }
+        let server = resolved.server.as_ref();
+        let needs_server = || invalid("this resolution needs the server's copy");
         let old = self.get_record(txn, &key)?;
-        let mut local = resolved.record.clone();
-        local.system = Some(system.clone());
-        self.put_record(txn, &key, &local, old.as_ref())?;
-        let seq = self.outbox.enqueue_front(txn, PendingChange::Save(local))?;
-        Ok(ResolveOutcome::Queued(seq))
+        let queued = match &resolved.resolution {
+            Resolution::Send(record) => {
+                let server = server.ok_or_else(needs_server)?;
+                if record.id != *id {
+                    return Err(invalid("the resolved record is another record"));
+                }
+                validate_record(record)?;
+                let mut local = record.clone();
+                local.system = server.system.clone();
+                self.put_record(txn, &key, &local, old.as_ref())?;
+                self.put_value(txn, BASES, &key, server, "a merge base")?;
+                Some(self.outbox.enqueue_front(txn, PendingChange::Save(local))?)
+            }
+            Resolution::SendDelete { change_tag } => {
+                let server = server.ok_or_else(needs_server)?;
+                if let Some(old) = &old {
+                    // Defensive: a delete resolution leaves no live local copy.
+                    self.remove_record(txn, &key)?;
+                    let tombstone = Tombstone {
+                        id: id.clone(),
+                        record_type: Some(old.record_type.clone()),
+                        system: server.system.clone(),
+                        state: TombstoneState::DeletePending,
+                    };
+                    self.put_tombstone(txn, &key, &tombstone)?;
+                } else {
+                    self.retag_tombstone(txn, &key, id, server.system.as_ref())?;
+                }
+                self.put_value(txn, BASES, &key, server, "a merge base")?;
+                let delete = PendingChange::Delete {
+                    id: id.clone(),
+                    change_tag: Some(change_tag.clone()),
+                };
+                Some(self.outbox.enqueue_front(txn, delete)?)
+            }
+            Resolution::AcceptServer => {
+                self.remove_key(txn, TOMBSTONES, &key)?;
+                match server {
+                    Some(server) => {
+                        self.put_record(txn, &key, server, old.as_ref())?;
+                        self.put_value(txn, BASES, &key, server, "a merge base")?;
+                    }
+                    None => {
+                        self.remove_record(txn, &key)?;
+                        self.remove_key(txn, BASES, &key)?;
+                    }
+                }
+                self.outbox.discard(txn, id)?;
+                None
+            }
+            Resolution::Recreate(record) => {
+                if record.id != *id {
+                    return Err(invalid("the resolved record is another record"));
+                }
+                validate_record(record)?;
+                let mut local = record.clone();
+                local.system = None;
+                self.remove_key(txn, TOMBSTONES, &key)?;
+                self.put_record(txn, &key, &local, old.as_ref())?;
+                self.remove_key(txn, BASES, &key)?;
+                Some(self.outbox.enqueue_front(txn, PendingChange::Save(local))?)
+            }
+            Resolution::Restore => {
+                let server = server.ok_or_else(needs_server)?;
+                self.remove_key(txn, TOMBSTONES, &key)?;
+                self.put_record(txn, &key, server, old.as_ref())?;
+                self.put_value(txn, BASES, &key, server, "a merge base")?;
+                self.outbox.discard(txn, id)?;
+                None
+            }
+            Resolution::Park { reason } => {
+                if let Some(seq) = resolved.local_seq {
+                    self.outbox.park(txn, id, seq, &reason.to_string())?;
+                }
+                None
+            }
+        };
+        self.remove_key(txn, CONFLICTS, &key)?;
+        Ok(ResolveOutcome::Committed { queued })
     }
 
     // ----- zones -----
@@ -469,7 +659,12 @@ impl Mirror {
             self.put_tombstone(txn, &key, &tombstone)?;
         }
         self.remove_prefix(txn, BASES, &prefix)?;
+        // Server sides of a zone the server no longer has: there is nothing left to conflict with.
+        self.remove_prefix(txn, CONFLICTS, &prefix)?;
         self.outbox.clear_zone_tags(txn, zone)?;
+        self.update_sync_metadata(txn, |meta| {
+            meta.ensured_zones.remove(zone);
+        })?;
         Ok(reset)
     }
 
@@ -489,12 +684,103 @@ impl Mirror {
         }
         removal.tombstones = self.remove_prefix(txn, TOMBSTONES, &prefix)?;
         self.remove_prefix(txn, BASES, &prefix)?;
+        self.remove_prefix(txn, CONFLICTS, &prefix)?;
         self.remove_key(txn, TOKENS, &prefix)?;
         removal.changes = self.outbox.remove_zone(txn, zone)?;
+        self.update_sync_metadata(txn, |meta| {
+            meta.ensured_zones.remove(zone);
+            meta.zones_to_fetch.remove(zone);
+        })?;
         Ok(removal)
     }
 
+    /// Commits what `changes/database` reported with its token: zones deleted remotely lose their
+    /// local data and pending changes (they are never re-uploaded), zones with changes are
+    /// remembered until fetched, and the database token advances, all in the caller's
+    /// transaction.
+    pub fn apply_database_changes(
+        &self,
+        txn: &WriteTransaction,
+        changes: &DatabaseChanges,
+    ) -> Result<DatabaseChangesOutcome, StoreError> {
+        let mut outcome = DatabaseChangesOutcome::default();
+        for zone in &changes.deleted {
+            let removal = self.remove_zone(txn, zone)?;
+            outcome.removed.push((zone.clone(), removal));
+        }
+        self.update_sync_metadata(txn, |meta| {
+            meta.database_token = changes.token.clone();
+            for zone in &changes.changed {
+                if !changes.deleted.contains(zone) {
+                    meta.zones_to_fetch.insert(zone.clone());
+                }
+            }
+        })?;
+        Ok(outcome)
+    }
+
+    /// Changes the sync metadata with `change`, in the caller's transaction (a missing value starts
+    /// from the default).
+    pub fn update_sync_metadata(
+        &self,
+        txn: &WriteTransaction,
+        change: impl FnOnce(&mut SyncMetadata),
+    ) -> Result<SyncMetadata, StoreError> {
+        let mut meta = self.sync_metadata(txn)?;
+        change(&mut meta);
+        self.put_value(txn, SYNC_META, SYNC_META_KEY, &meta, "the sync metadata")?;
+        Ok(meta)
+    }
+
     // ----- reads -----
+
+    /// The engine's sync metadata (the default on a new file).
+    pub fn sync_metadata(&self, txn: &impl TxnRead) -> Result<SyncMetadata, StoreError> {
+        Ok(self
+            .get_value(txn, SYNC_META, SYNC_META_NAME, SYNC_META_KEY)?
+            .unwrap_or_default())
+    }
+
+    /// The open conflict of a record, if one is waiting to be resolved.
+    pub fn open_conflict(
+        &self,
+        txn: &impl TxnRead,
+        id: &RecordId,
+    ) -> Result<Option<OpenConflict>, StoreError> {
+        let key = self.record_key(id)?;
+        self.get_conflict(txn, &key)
+    }
+
+    /// Up to `limit` open conflicts (at least one), after the record `after` (exclusive), in key
+    /// order.
+    pub fn open_conflicts(
+        &self,
+        txn: &impl TxnRead,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<OpenConflict>, StoreError> {
+        let table = self.st(txn.table(CONFLICTS))?;
+        let after_key = after.map(|id| self.record_key(id)).transpose()?;
+        let start = match &after_key {
+            Some(key) => Bound::Excluded(key.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.st(table.range::<&[u8]>((start, Bound::Unbounded)))? {
+            if out.len() >= limit.max(1) {
+                break;
+            }
+            let (_, value) = self.st(item)?;
+            out.push(self.decode(CONFLICTS_NAME, value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// How many conflicts are open.
+    pub fn open_conflict_count(&self, txn: &impl TxnRead) -> Result<u64, StoreError> {
+        let table = self.st(txn.table(CONFLICTS))?;
+        self.st(table.len())
+    }
 
     /// The local copy of a record, if it exists (a deleted record does not).
     pub fn record(&self, txn: &impl TxnRead, id: &RecordId) -> Result<Option<Record>, StoreError> {
@@ -660,6 +946,28 @@ impl Mirror {
 
     fn get_record(&self, txn: &impl TxnRead, key: &[u8]) -> Result<Option<Record>, StoreError> {
         self.get_value(txn, RECORDS, RECORDS_NAME, key)
+    }
+
+    fn get_conflict(
+        &self,
+        txn: &impl TxnRead,
+        key: &[u8],
+    ) -> Result<Option<OpenConflict>, StoreError> {
+        self.get_value(txn, CONFLICTS, CONFLICTS_NAME, key)
+    }
+
+    fn put_conflict(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+        id: &RecordId,
+        server: Option<&Record>,
+    ) -> Result<(), StoreError> {
+        let conflict = OpenConflict {
+            id: id.clone(),
+            server: server.cloned(),
+        };
+        self.put_value(txn, CONFLICTS, key, &conflict, "an open conflict")
     }
 
     fn get_tombstone(

@@ -1,8 +1,11 @@
 //! What goes into the store and what comes back out.
 
 use serde::{Deserialize, Serialize};
-use skysync_model::{ChangeToken, Record, RecordId, SystemFields, ZoneId};
+use skysync_model::{
+    ChangeTag, ChangeToken, PacingMemory, Record, RecordId, Resolution, SystemFields, ZoneId,
+};
 use skysync_queue::ChangeSeq;
+use std::collections::BTreeSet;
 
 /// One local change the app makes: save a record (its latest local copy) or delete one.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +45,9 @@ pub struct FetchedPage {
     pub deleted: Vec<RecordId>,
     /// The zone's change token after this page.
     pub token: ChangeToken,
+    /// Whether the server has more pages after this one. The zone stays in
+    /// [`SyncMetadata::zones_to_fetch`] until a page with `more_coming: false` is applied.
+    pub more_coming: bool,
 }
 
 /// What applying a fetched page did.
@@ -51,14 +57,16 @@ pub struct FetchOutcome {
     pub applied: usize,
     /// Records removed because the server deleted them.
     pub removed: usize,
-    /// Records with pending local changes whose server copy changed: the local copy was kept and the
-    /// server copy is their new merge base. Resolve each (local, base, server) and commit the result
-    /// with [`crate::StoreHandle::commit_resolved`].
+    /// Records with pending (or parked) local changes whose server side changed: the local copy and
+    /// its merge base were kept and the server side was stored as an open conflict (a new copy, or
+    /// its deletion). Resolve each with [`crate::StoreHandle::open_conflict`]'s three copies and
+    /// commit the answer with [`crate::StoreHandle::commit_resolution`].
     pub conflicts: Vec<RecordId>,
-    /// Records with pending local changes that the server deleted: the local copy and its pending
-    /// change were kept and the merge base removed. Decide whether to re-create or drop them.
-    pub deleted_with_local_changes: Vec<RecordId>,
-    /// Server copies of records deleted locally: not applied (a deleted record never comes back).
+    /// Records deleted here and confirmed deleted on the server that another device created again
+    /// since: the live copy was applied as a new life of the record (also counted in `applied`).
+    pub recreated: Vec<RecordId>,
+    /// Stale server copies of records deleted locally: not applied (a deleted record never comes
+    /// back from stale data).
     pub ignored_deleted_locally: Vec<RecordId>,
 }
 
@@ -101,29 +109,100 @@ pub struct ConfirmOutcome {
     pub still_pending: Vec<RecordId>,
 }
 
-/// A conflict's resolution, to commit locally and re-send first.
+/// The server's side of a conflict with a local change, kept in the store until it is resolved
+/// (storage invariant 6): a crash loses no conflict.
+///
+/// The three copies a resolver needs are the record's pending change (local), its merge base (the
+/// common ancestor, unchanged by the fetch) and this server side.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenConflict {
+    /// The record.
+    pub id: RecordId,
+    /// The server's current copy with its system fields; `None` when the server deleted it.
+    pub server: Option<Record>,
+}
+
+impl OpenConflict {
+    /// The server copy's change tag, if the server still has the record.
+    pub fn server_tag(&self) -> Option<&ChangeTag> {
+        self.server.as_ref().and_then(Record::change_tag)
+    }
+}
+
+/// A resolved conflict, to commit in one transaction with everything it implies.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedConflict {
-    /// The resolved record (its system fields are replaced by the server copy's).
-    pub record: Record,
-    /// The server's current copy, with its system fields: it becomes the merge base, and its change
-    /// tag is the one the resolution is sent with.
-    pub server: Record,
-    /// The pending version the resolution started from (`None` if no change was pending). If the app
-    /// changed the record since, the resolution is not applied.
+    /// The record.
+    pub id: RecordId,
+    /// The server side the resolution was made against (a copy with system fields, or `None` for
+    /// a deletion). If the store has learned of a newer server side since, nothing is applied.
+    pub server: Option<Record>,
+    /// The version of the pending change the resolution started from (`None` if none was pending).
+    /// If the app changed the record since, nothing is applied.
     pub local_seq: Option<ChangeSeq>,
+    /// What to do.
+    pub resolution: Resolution,
 }
 
 /// What committing a resolution did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResolveOutcome {
-    /// Committed and queued at the front of the outbox as this version.
-    Queued(ChangeSeq),
-    /// The app changed the record after the resolution started: nothing was applied except the new
-    /// merge base. Resolve again with the latest local copy.
+    /// Committed. The record's change to send (the merged copy, the delete, the re-created record)
+    /// is at the front of the outbox as this version; `None` when nothing is left to send (the
+    /// server's side was accepted or restored, or the change was parked).
+    Committed {
+        /// The version queued at the front, if any.
+        queued: Option<ChangeSeq>,
+    },
+    /// The app changed the record after the resolution started: nothing was applied and the
+    /// conflict stays open. Resolve again with the latest local change.
     LocalChangedSince,
-    /// The record was deleted locally: the delete wins, and now carries the server's change tag.
-    DeletedLocally,
+    /// A newer server side arrived after the resolution started: nothing was applied and the
+    /// conflict stays open with the newer copy. Resolve again.
+    ServerChangedSince,
+}
+
+/// What `changes/database` reported, to commit with its token in one transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatabaseChanges {
+    /// The database's change token after these changes.
+    pub token: Option<ChangeToken>,
+    /// Zones with changes to fetch: remembered in [`SyncMetadata::zones_to_fetch`] until fetched.
+    pub changed: Vec<ZoneId>,
+    /// Zones the user deleted (or purged) on the server: their local data and pending changes are
+    /// removed and never re-uploaded.
+    pub deleted: Vec<ZoneId>,
+}
+
+/// What committing `changes/database` did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DatabaseChangesOutcome {
+    /// Each zone deleted remotely with what was removed of it locally.
+    pub removed: Vec<(ZoneId, ZoneRemoval)>,
+}
+
+/// The engine's own state, kept in the store file and committed with the data it describes
+/// (storage invariant 8).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncMetadata {
+    /// The database's change token (`changes/database`), committed with the zone removals and the
+    /// zones to fetch it reported.
+    pub database_token: Option<ChangeToken>,
+    /// Zones known to have changes not fetched yet; a zone leaves once a page with no more coming
+    /// was applied.
+    pub zones_to_fetch: BTreeSet<ZoneId>,
+    /// Zones created (or found) on the server; forgotten when the zone is reset or removed.
+    pub ensured_zones: BTreeSet<ZoneId>,
+    /// Subscription ids created (or found) on the server.
+    pub ensured_subscriptions: BTreeSet<String>,
+    /// The account (`userRecordName`) the local data belongs to, once known.
+    pub account: Option<String>,
+    /// When a fetched page was last applied (ms since the Unix epoch).
+    pub last_fetch_unix_ms: Option<u64>,
+    /// When a send was last confirmed (ms since the Unix epoch).
+    pub last_send_unix_ms: Option<u64>,
+    /// What the throttle learned, and a pending `retryAfter` deadline.
+    pub pacing: PacingMemory,
 }
 
 /// Whether a tombstone's delete has reached the server.
@@ -173,4 +252,33 @@ pub struct ZoneRemoval {
     pub tombstones: usize,
     /// Pending and parked changes removed from the outbox.
     pub changes: usize,
+}
+
+/// One change to the sync metadata that has no data of its own to commit with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncMetadataChange {
+    /// These zones exist on the server now (created or found).
+    ZonesEnsured(Vec<ZoneId>),
+    /// This subscription exists on the server now.
+    SubscriptionEnsured(String),
+    /// The signed-in account's `userRecordName`.
+    Account(String),
+    /// What the throttle learned, and its pending `retryAfter` deadline.
+    Pacing(PacingMemory),
+}
+
+impl SyncMetadataChange {
+    /// Applies the change to `meta`.
+    pub fn apply(&self, meta: &mut SyncMetadata) {
+        match self {
+            SyncMetadataChange::ZonesEnsured(zones) => {
+                meta.ensured_zones.extend(zones.iter().cloned());
+            }
+            SyncMetadataChange::SubscriptionEnsured(id) => {
+                meta.ensured_subscriptions.insert(id.clone());
+            }
+            SyncMetadataChange::Account(user) => meta.account = Some(user.clone()),
+            SyncMetadataChange::Pacing(pacing) => meta.pacing = *pacing,
+        }
+    }
 }

@@ -9,6 +9,11 @@
 //! If an operation fails, the transaction is dropped uncommitted, the failing operation is answered
 //! with its error, and the group is applied again without it: every operation is atomic on its own
 //! and the others are not held back by it.
+//!
+//! A failure of the database itself (a commit that fails, an I/O error: redb must be reopened
+//! after one) or a panic of the thread ends the writer: every waiting operation is answered with
+//! an error, and the thread reports the failure so that the store actor fails and its supervisor
+//! reopens the file. A writer never lingers half-dead.
 
 use crate::error::StoreError;
 use crate::mirror::Mirror;
@@ -116,14 +121,32 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `db`.
-    pub(crate) fn start(db: Arc<Database>, mirror: Mirror) -> Result<Writer, StoreError> {
+    /// Starts the writer thread over `db`. `on_failure` is called (on the writer thread) once if
+    /// the writer ends because it can no longer commit, or panicked.
+    pub(crate) fn start(
+        db: Arc<Database>,
+        mirror: Mirror,
+        on_failure: impl Fn(String) + Send + 'static,
+    ) -> Result<Writer, StoreError> {
         let (sender, receiver) = channel();
         let counters = Arc::new(WriterCounters::default());
         let thread_counters = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name("skysync-store-writer".into())
-            .spawn(move || run(&db, &mirror, &receiver, &thread_counters))
+            .spawn(move || {
+                let guard = PanicReport(&on_failure);
+                if let Err(detail) = run(&db, &mirror, &receiver, &thread_counters) {
+                    // Nothing more can commit: answer everything still queued, then report.
+                    while let Ok(job) = receiver.try_recv() {
+                        job.finish(Err(StoreError::Stopped {
+                            operation: "write",
+                            detail: detail.clone(),
+                        }));
+                    }
+                    on_failure(detail);
+                }
+                drop(guard);
+            })
             .map_err(|e| StoreError::Stopped {
                 operation: "start writer",
                 detail: e.to_string(),
@@ -165,12 +188,25 @@ impl std::fmt::Debug for dyn WriteJob {
     }
 }
 
+/// Reports a panic of the writer thread when it unwinds through this guard.
+struct PanicReport<'a, F: Fn(String)>(&'a F);
+
+impl<F: Fn(String)> Drop for PanicReport<'_, F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)("the writer thread panicked".into());
+        }
+    }
+}
+
+/// Commits groups until the channel closes (`Ok`) or the database fails (`Err` with what
+/// happened).
 fn run(
     db: &Database,
     mirror: &Mirror,
     receiver: &Receiver<Box<dyn WriteJob>>,
     counters: &WriterCounters,
-) {
+) -> Result<(), String> {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -179,8 +215,9 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_group(db, mirror, group, counters);
+        commit_group(db, mirror, group, counters)?;
     }
+    Ok(())
 }
 
 enum GroupResult {
@@ -189,12 +226,26 @@ enum GroupResult {
     TransactionFailed(String),
 }
 
+/// Whether an operation's error means the database itself failed and must be reopened.
+fn database_failed(error: &StoreError) -> bool {
+    let source = match error {
+        StoreError::Storage { source, .. } => source,
+        StoreError::Queue(skysync_queue::QueueError::Storage { source, .. }) => source,
+        _ => return false,
+    };
+    matches!(
+        **source,
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::LockPoisoned(_)
+    )
+}
+
+/// Commits one group; `Err` when the database failed (every job of the group was answered).
 fn commit_group(
     db: &Database,
     mirror: &Mirror,
     mut group: Vec<Box<dyn WriteJob>>,
     counters: &WriterCounters,
-) {
+) -> Result<(), String> {
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     loop {
         match try_group(db, mirror, &mut group) {
@@ -206,14 +257,29 @@ fn commit_group(
                 for job in group {
                     job.finish(Ok(()));
                 }
-                return;
+                return Ok(());
+            }
+            GroupResult::JobFailed(index, error) if database_failed(&error) => {
+                let detail = error.to_string();
+                counters
+                    .failed
+                    .fetch_add(count(group.len()), Ordering::Relaxed);
+                let failed = group.remove(index);
+                failed.finish(Err(error));
+                for job in group {
+                    job.finish(Err(StoreError::CommitFailed {
+                        file: mirror.file().to_path_buf(),
+                        detail: detail.clone(),
+                    }));
+                }
+                return Err(detail);
             }
             GroupResult::JobFailed(index, error) => {
                 let failed = group.remove(index);
                 counters.failed.fetch_add(1, Ordering::Relaxed);
                 failed.finish(Err(error));
                 if group.is_empty() {
-                    return;
+                    return Ok(());
                 }
             }
             GroupResult::TransactionFailed(detail) => {
@@ -226,7 +292,8 @@ fn commit_group(
                         detail: detail.clone(),
                     }));
                 }
-                return;
+                // A transaction that cannot begin or commit leaves redb needing a reopen.
+                return Err(detail);
             }
         }
     }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use redb::{Database, ReadableDatabase, TableDefinition};
-use skysync_model::{ChangeToken, PendingChange, Record, RecordId};
+use skysync_model::{ChangeToken, PendingChange, Record, RecordId, Resolution};
 use skysync_queue::{BatchLimits, OutboxEntry};
 use skysync_store::{
     FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreError, StoreFile,
@@ -165,6 +165,7 @@ async fn invariant_2_fetched_page_and_token_commit_together() {
         )],
         deleted: vec![],
         token: ChangeToken(format!("tok-{i:04}")),
+        more_coming: false,
     };
 
     // A reader checks snapshot after snapshot: the token says k exactly when pages 1..=k are in.
@@ -377,6 +378,7 @@ async fn invariant_5_a_deleted_record_never_comes_back() {
         changed: vec![server_copy(&note("a", "server"), "t2")],
         deleted: vec![],
         token: ChangeToken("tok-1".into()),
+        more_coming: false,
     };
     let fetched = store.apply_fetched(crossed.clone()).await.unwrap();
     assert_eq!(fetched.ignored_deleted_locally, vec![id("a")]);
@@ -408,6 +410,7 @@ async fn invariant_5_a_deleted_record_never_comes_back() {
         changed: vec![],
         deleted: vec![id("a")],
         token: ChangeToken("tok-2".into()),
+        more_coming: false,
     };
     store.apply_fetched(passed).await.unwrap();
     assert!(store.tombstone(id("a")).await.unwrap().is_none());
@@ -416,9 +419,58 @@ async fn invariant_5_a_deleted_record_never_comes_back() {
     engine.stop().await;
 }
 
-/// Invariant 6: fetched server data never overwrites a record with pending local changes; it
-/// becomes the merge base, the conflict is reported, and the resolution goes out first with the
-/// server's tag.
+/// Invariant 5's other half: once the server confirmed a delete, a live copy with a new change tag
+/// is another device's re-creation, a new life of the record, and is applied; the copy that was
+/// deleted (its old tag) still is not.
+#[tokio::test]
+async fn invariant_5_a_recreation_after_a_confirmed_delete_arrives() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "first life")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store.delete(id("a")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "unused").await;
+    assert_eq!(
+        store.tombstone(id("a")).await.unwrap().unwrap().state,
+        TombstoneState::DeleteConfirmed
+    );
+
+    // The deleted copy itself (tag t1), replayed from an old page: stays deleted.
+    let stale = FetchedPage {
+        zone: zone(),
+        changed: vec![server_copy(&note("a", "first life"), "t1")],
+        deleted: vec![],
+        token: ChangeToken("tok-1".into()),
+        more_coming: false,
+    };
+    let outcome = store.apply_fetched(stale).await.unwrap();
+    assert_eq!(outcome.ignored_deleted_locally, vec![id("a")]);
+    assert!(store.record(id("a")).await.unwrap().is_none());
+
+    // Another device creates it again: a new tag, after the confirmed delete.
+    let reborn = server_copy(&note("a", "second life"), "t9");
+    let page = FetchedPage {
+        zone: zone(),
+        changed: vec![reborn.clone()],
+        deleted: vec![],
+        token: ChangeToken("tok-2".into()),
+        more_coming: false,
+    };
+    let outcome = store.apply_fetched(page).await.unwrap();
+    assert_eq!(outcome.recreated, vec![id("a")]);
+    assert_eq!(store.record(id("a")).await.unwrap(), Some(reborn.clone()));
+    assert_eq!(store.merge_base(id("a")).await.unwrap(), Some(reborn));
+    assert!(store.tombstone(id("a")).await.unwrap().is_none());
+    assert_eq!(engine.queue.depth().await.unwrap().pending, 0);
+    engine.stop().await;
+}
+
+/// Invariant 6: fetched server data never overwrites a record with pending local changes and never
+/// moves its merge base: the fetched copy is kept beside them as an open conflict (surviving a
+/// restart) until a resolution is committed, which sends the merged record first with the server's
+/// tag and only then makes the server copy the base.
 #[tokio::test]
 async fn invariant_6_fetch_never_overwrites_pending_local_changes() {
     let engine = Engine::start().await;
@@ -427,10 +479,8 @@ async fn invariant_6_fetch_never_overwrites_pending_local_changes() {
     store.save(note("b", "1")).await.unwrap();
     let batch = engine.queue.next_batch().await.unwrap();
     engine.confirm_all(&batch, "t1").await;
-    assert_eq!(
-        text(&store.merge_base(id("a")).await.unwrap().unwrap()),
-        "base"
-    );
+    let base = store.merge_base(id("a")).await.unwrap().unwrap();
+    assert_eq!(text(&base), "base");
 
     // A local edit is pending when the server's newer copy arrives.
     store.save(note("a", "local")).await.unwrap();
@@ -441,8 +491,9 @@ async fn invariant_6_fetch_never_overwrites_pending_local_changes() {
         changed: vec![server.clone(), server_copy(&note("b", "server"), "t2")],
         deleted: vec![],
         token: ChangeToken("tok-1".into()),
+        more_coming: false,
     };
-    let outcome = store.apply_fetched(page).await.unwrap();
+    let outcome = store.apply_fetched(page.clone()).await.unwrap();
     assert_eq!(outcome.conflicts, vec![id("a")]);
     assert_eq!(
         outcome.applied, 1,
@@ -453,45 +504,76 @@ async fn invariant_6_fetch_never_overwrites_pending_local_changes() {
     assert_eq!(local.change_tag(), Some(&tag("t1")));
     assert_eq!(
         store.merge_base(id("a")).await.unwrap(),
-        Some(server.clone())
+        Some(base.clone()),
+        "the merge base must stay the common ancestor"
     );
     assert_eq!(
         text(&store.record(id("b")).await.unwrap().unwrap()),
         "server"
     );
+    // Replaying the page changes nothing.
+    assert_eq!(
+        store.apply_fetched(page).await.unwrap().conflicts,
+        vec![id("a")]
+    );
+    assert_eq!(store.merge_base(id("a")).await.unwrap(), Some(base.clone()));
 
-    // A parked change counts as pending too.
+    // The open conflict survives a restart, and is listed.
+    let engine = engine.restart().await;
+    let store = &engine.store;
+    let open = store.open_conflict(id("a")).await.unwrap().unwrap();
+    assert_eq!(open.server, Some(server.clone()));
+    assert_eq!(store.open_conflicts(None, 10).await.unwrap(), vec![open]);
+
+    // A parked change counts as pending too; so does a server-side delete.
     store.save(note("p", "local")).await.unwrap();
     let seq = store.pending_change(id("p")).await.unwrap().unwrap().seq();
     engine.queue.park(id("p"), seq, "rejected").await.unwrap();
     let page = FetchedPage {
         zone: zone(),
         changed: vec![server_copy(&note("p", "server"), "t5")],
-        deleted: vec![],
+        deleted: vec![id("z")],
         token: ChangeToken("tok-2".into()),
+        more_coming: false,
     };
     assert_eq!(
         store.apply_fetched(page).await.unwrap().conflicts,
-        vec![id("p")]
+        vec![id("p"), id("z")]
     );
     assert_eq!(
         text(&store.record(id("p")).await.unwrap().unwrap()),
         "local"
     );
+    assert_eq!(
+        store.open_conflict(id("z")).await.unwrap().unwrap().server,
+        None,
+        "a delete on the server is the server side of z's conflict"
+    );
+    assert!(store.record(id("z")).await.unwrap().is_some());
 
-    // The resolution is committed with the server's tag and sent before anything else.
+    // The resolution is committed with the server's tag and sent before anything else; only now
+    // does the server copy become the base.
     let local_seq = store
         .pending_change(id("a"))
         .await
         .unwrap()
         .map(|e| e.seq());
     let resolved = ResolvedConflict {
-        record: note("a", "local+server"),
-        server,
+        id: id("a"),
+        server: Some(server.clone()),
         local_seq,
+        resolution: Resolution::Send(note("a", "local+server")),
     };
-    let outcome = store.commit_resolved(resolved.clone()).await.unwrap();
-    assert!(matches!(outcome, ResolveOutcome::Queued(_)));
+    let outcome = store.commit_resolution(resolved.clone()).await.unwrap();
+    assert!(matches!(
+        outcome,
+        ResolveOutcome::Committed { queued: Some(_) }
+    ));
+    assert_eq!(
+        store.merge_base(id("a")).await.unwrap(),
+        Some(server.clone())
+    );
+    assert_eq!(store.open_conflict(id("a")).await.unwrap(), None);
     let next = engine.queue.next_batch().await.unwrap();
     let first = &next.changes()[0];
     assert_eq!(first.record_id(), &id("a"));
@@ -499,15 +581,22 @@ async fn invariant_6_fetch_never_overwrites_pending_local_changes() {
     assert_eq!(first.change.change_tag(), Some(&tag("t2")));
 
     // A resolution based on an older local copy is refused rather than overwriting a newer edit.
-    store.save(note("a", "newest")).await.unwrap();
+    store.save(note("p", "newest")).await.unwrap();
+    let stale = ResolvedConflict {
+        id: id("p"),
+        server: Some(server_copy(&note("p", "server"), "t5")),
+        local_seq: Some(seq),
+        resolution: Resolution::AcceptServer,
+    };
     assert_eq!(
-        store.commit_resolved(resolved).await.unwrap(),
+        store.commit_resolution(stale).await.unwrap(),
         ResolveOutcome::LocalChangedSince
     );
     assert_eq!(
-        text(&store.record(id("a")).await.unwrap().unwrap()),
+        text(&store.record(id("p")).await.unwrap().unwrap()),
         "newest"
     );
+    assert!(store.open_conflict(id("p")).await.unwrap().is_some());
     engine.stop().await;
 }
 

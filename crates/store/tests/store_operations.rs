@@ -6,10 +6,11 @@ mod common;
 
 use common::*;
 use redb::WriteTransaction;
-use skysync_model::{ChangeToken, Record, RecordId, ZoneId};
+use skysync_model::{ChangeToken, Record, RecordId, Resolution, ZoneId};
 use skysync_queue::OutboxEntry;
 use skysync_store::{
-    ConfirmedChange, FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreError,
+    ConfirmedChange, FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreConfig,
+    StoreError, StoreFile, StoreHandle,
 };
 use std::sync::mpsc;
 
@@ -267,6 +268,7 @@ async fn reset_zone_forgets_tags_and_token_and_requeues_records_as_creates() {
             changed: vec![],
             deleted: vec![],
             token: ChangeToken("tok".into()),
+            more_coming: false,
         })
         .await
         .unwrap();
@@ -293,7 +295,8 @@ async fn reset_zone_forgets_tags_and_token_and_requeues_records_as_creates() {
         .iter()
         .map(|c| c.record_id().record_name.clone())
         .collect();
-    assert_eq!(names, ["b", "c", "o", "a"]);
+    // One zone per batch: o (zone Other) waits for a batch of its own.
+    assert_eq!(names, ["b", "c", "a"]);
     engine.stop().await;
 }
 
@@ -305,6 +308,7 @@ async fn forget_token_drops_only_the_token() {
         changed: vec![server_copy(&note("a", "s"), "t1")],
         deleted: vec![],
         token: ChangeToken("tok".into()),
+        more_coming: false,
     };
     engine.store.apply_fetched(page).await.unwrap();
     assert!(engine.store.forget_token(zone()).await.unwrap());
@@ -333,6 +337,7 @@ async fn remove_zone_removes_its_data_and_pending_changes_only() {
             changed: vec![server_copy(&note("s", "1"), "t")],
             deleted: vec![],
             token: ChangeToken("tok".into()),
+            more_coming: false,
         })
         .await
         .unwrap();
@@ -430,16 +435,25 @@ async fn a_server_delete_of_a_locally_edited_record_keeps_the_edit_and_reports_i
             changed: vec![],
             deleted: vec![id("a"), id("b")],
             token: ChangeToken("tok".into()),
+            more_coming: false,
         })
         .await
         .unwrap();
-    assert_eq!(outcome.deleted_with_local_changes, vec![id("a")]);
+    assert_eq!(outcome.conflicts, vec![id("a")]);
     assert_eq!(outcome.removed, 1);
     assert_eq!(
         text(&store.record(id("a")).await.unwrap().unwrap()),
         "edited"
     );
-    assert_eq!(store.merge_base(id("a")).await.unwrap(), None);
+    assert_eq!(
+        store.merge_base(id("a")).await.unwrap(),
+        Some(server_copy(&note("a", "1"), "t1")),
+        "the base stays the common ancestor for the resolver"
+    );
+    assert_eq!(
+        store.open_conflict(id("a")).await.unwrap().unwrap().server,
+        None
+    );
     assert!(store.record(id("b")).await.unwrap().is_none());
     assert!(
         store.tombstone(id("b")).await.unwrap().is_none(),
@@ -462,6 +476,7 @@ async fn a_fetched_echo_of_our_own_confirmed_save_is_not_a_conflict() {
             changed: vec![server_copy(&note("a", "1"), "t1")],
             deleted: vec![],
             token: ChangeToken("tok".into()),
+            more_coming: false,
         })
         .await
         .unwrap();
@@ -471,7 +486,7 @@ async fn a_fetched_echo_of_our_own_confirmed_save_is_not_a_conflict() {
 }
 
 #[tokio::test]
-async fn a_resolution_for_a_record_deleted_meanwhile_lets_the_delete_win() {
+async fn a_resolution_for_a_record_deleted_meanwhile_is_not_applied() {
     let engine = Engine::start().await;
     let store = &engine.store;
     store.save(note("a", "1")).await.unwrap();
@@ -483,20 +498,21 @@ async fn a_resolution_for_a_record_deleted_meanwhile_lets_the_delete_win() {
     store.delete(id("a")).await.unwrap();
     let server = server_copy(&note("a", "server"), "t9");
     let outcome = store
-        .commit_resolved(ResolvedConflict {
-            record: note("a", "merged"),
-            server,
+        .commit_resolution(ResolvedConflict {
+            id: id("a"),
+            server: Some(server),
             local_seq: seq,
+            resolution: Resolution::Send(note("a", "merged")),
         })
         .await
         .unwrap();
-    assert_eq!(outcome, ResolveOutcome::DeletedLocally);
-    assert!(store.record(id("a")).await.unwrap().is_none());
+    assert_eq!(outcome, ResolveOutcome::LocalChangedSince);
+    assert!(
+        store.record(id("a")).await.unwrap().is_none(),
+        "a came back"
+    );
     match store.pending_change(id("a")).await.unwrap() {
-        Some(OutboxEntry::Pending(q)) => {
-            assert!(q.change.is_delete());
-            assert_eq!(q.change.change_tag(), Some(&tag("t9")));
-        }
+        Some(OutboxEntry::Pending(q)) => assert!(q.change.is_delete()),
         other => panic!("expected the pending delete, got {other:?}"),
     }
     engine.stop().await;
@@ -523,6 +539,7 @@ async fn bad_input_is_a_typed_error_not_a_panic() {
         )],
         deleted: vec![],
         token: ChangeToken("tok".into()),
+        more_coming: false,
     };
     assert!(matches!(
         store.apply_fetched(wrong_zone).await,
@@ -539,10 +556,11 @@ async fn bad_input_is_a_typed_error_not_a_panic() {
     ));
     assert!(matches!(
         store
-            .commit_resolved(ResolvedConflict {
-                record: note("a", "x"),
-                server: server_copy(&note("b", "x"), "t"),
+            .commit_resolution(ResolvedConflict {
+                id: id("a"),
+                server: Some(server_copy(&note("b", "x"), "t")),
                 local_seq: None,
+                resolution: Resolution::AcceptServer,
             })
             .await,
         Err(StoreError::InvalidConfirmation { .. })
@@ -567,12 +585,25 @@ async fn a_second_store_on_the_same_file_is_refused() {
 }
 
 #[tokio::test]
-async fn a_stopped_store_answers_with_a_typed_error() {
-    let engine = Engine::start().await;
-    let store = engine.store.clone();
-    engine.stop().await;
-    assert!(matches!(
-        store.save(note("a", "1")).await,
-        Err(StoreError::Stopped { .. })
-    ));
+async fn a_stopped_store_answers_with_a_local_error_never_a_storage_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StoreFile::open_async(dir.path().join("sync.redb"))
+        .await
+        .unwrap();
+    let config = StoreConfig {
+        call_timeout: std::time::Duration::from_millis(300),
+    };
+    let (store, _) = StoreHandle::spawn(file, config).await.unwrap();
+    store.stop().await;
+    let err = store.save(note("a", "1")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Local(skysync_actors::LocalError::Unavailable {
+                component: "store",
+                operation: "save"
+            })
+        ),
+        "{err:?}"
+    );
 }

@@ -3,8 +3,7 @@
 use crate::error::TransportError;
 use futures::Stream;
 use skysync_model::wire::{
-    ModifyRecordsRequest, OperationType, RecordOperation, Subscription, SubscriptionType,
-    UserIdentity, WireRecord, WireZoneId,
+    ModifyRecordsRequest, Subscription, SubscriptionType, UserIdentity, WireZoneId,
 };
 use skysync_model::{
     ChangeToken, CloudError, ErrorClass, PendingChange, Record, RecordId, ServerError,
@@ -83,49 +82,16 @@ impl ModifyBatch {
     /// (the answer carries only system fields: the session already holds the fields it sent).
     pub fn to_request(&self) -> ModifyRecordsRequest {
         ModifyRecordsRequest {
-            operations: self.changes.iter().map(operation_for).collect(),
+            operations: self
+                .changes
+                .iter()
+                .map(PendingChange::to_operation)
+                .collect(),
             zone_id: Some(WireZoneId::from(&self.zone)),
             atomic: Some(self.atomic),
             desired_keys: Some(Some(Vec::new())),
             numbers_as_strings: None,
         }
-    }
-}
-
-/// The wire operation for one pending change.
-fn operation_for(change: &PendingChange) -> RecordOperation {
-    let (operation_type, record) = match change {
-        PendingChange::Save(record) => {
-            let mut wire = record.to_wire(false);
-            // Response-only keys stay out of requests.
-            wire.created = None;
-            wire.modified = None;
-            wire.deleted = None;
-            let op = if wire.record_change_tag.is_some() {
-                OperationType::Update
-            } else {
-                OperationType::Create
-            };
-            (op, wire)
-        }
-        PendingChange::Delete { id, change_tag } => {
-            let wire = WireRecord {
-                record_name: Some(id.record_name.clone()),
-                record_change_tag: change_tag.as_ref().map(|t| t.0.clone()),
-                ..WireRecord::default()
-            };
-            let op = if change_tag.is_some() {
-                OperationType::Delete
-            } else {
-                OperationType::ForceDelete
-            };
-            (op, wire)
-        }
-    };
-    RecordOperation {
-        operation_type,
-        record,
-        desired_keys: None,
     }
 }
 
