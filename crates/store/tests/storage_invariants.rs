@@ -9,8 +9,8 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use skysync_model::{ChangeToken, PendingChange, Record, RecordId, Resolution};
 use skysync_queue::{BatchLimits, OutboxEntry};
 use skysync_store::{
-    FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreError, StoreFile,
-    TombstoneState,
+    DatabaseChanges, FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreError,
+    StoreFile, SyncMetadataChange, TombstoneState,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -711,5 +711,170 @@ async fn a_multi_change_commit_is_all_or_nothing() {
         engine.store.pending_change(id("b")).await.unwrap(),
         Some(OutboxEntry::Pending(_))
     ));
+    engine.stop().await;
+}
+
+/// Invariant 8: sync metadata lives in the store file and commits with the data it describes: the
+/// database token with the removal of the zones it reports deleted and the zones it reports
+/// changed; a zone leaves the zones to fetch with its last page; the account, ensured zones and
+/// subscriptions, and the throttle's memory survive a restart.
+#[tokio::test]
+async fn invariant_8_sync_metadata_commits_with_the_data_it_describes() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    let gone = skysync_model::ZoneId::new("Gone");
+    store.save(note("a", "1")).await.unwrap();
+    store
+        .save(Record::new(RecordId::new(gone.clone(), "g"), "Note"))
+        .await
+        .unwrap();
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(40);
+    let pacing = skysync_model::PacingMemory {
+        ceiling_per_sec: Some(0.08),
+        not_before_unix_ms: Some(skysync_model::PacingMemory::unix_ms(deadline)),
+    };
+    for change in [
+        SyncMetadataChange::Account("_user1".into()),
+        SyncMetadataChange::ZonesEnsured(vec![zone(), gone.clone()]),
+        SyncMetadataChange::SubscriptionEnsured("skysync-Notes".into()),
+        SyncMetadataChange::Pacing(pacing),
+    ] {
+        store.update_sync_metadata(change).await.unwrap();
+    }
+
+    // changes/database: Gone was deleted by the user, Notes changed.
+    let outcome = store
+        .apply_database_changes(DatabaseChanges {
+            token: Some(ChangeToken("db-1".into())),
+            changed: vec![zone()],
+            deleted: vec![gone.clone()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.removed.len(), 1);
+    assert_eq!(
+        outcome.removed[0].1.changes, 1,
+        "its pending change went too"
+    );
+    let meta = store.sync_metadata().await.unwrap();
+    assert_eq!(meta.database_token, Some(ChangeToken("db-1".into())));
+    assert!(meta.zones_to_fetch.contains(&zone()));
+    assert!(!meta.ensured_zones.contains(&gone));
+    assert!(
+        store
+            .record(RecordId::new(gone.clone(), "g"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A first page with more coming keeps Notes to fetch; the last page takes it off.
+    let mut page = FetchedPage {
+        zone: zone(),
+        changed: vec![],
+        deleted: vec![],
+        token: ChangeToken("tok-1".into()),
+        more_coming: true,
+    };
+    store.apply_fetched(page.clone()).await.unwrap();
+    assert!(
+        store
+            .sync_metadata()
+            .await
+            .unwrap()
+            .zones_to_fetch
+            .contains(&zone())
+    );
+    page.more_coming = false;
+    page.token = ChangeToken("tok-2".into());
+    store.apply_fetched(page).await.unwrap();
+
+    // Everything above is on disk, in the file.
+    let engine = engine.restart().await;
+    let meta = engine.store.sync_metadata().await.unwrap();
+    assert!(meta.zones_to_fetch.is_empty());
+    assert_eq!(meta.account.as_deref(), Some("_user1"));
+    assert_eq!(meta.ensured_zones.iter().collect::<Vec<_>>(), vec![&zone()]);
+    assert!(meta.ensured_subscriptions.contains("skysync-Notes"));
+    assert_eq!(meta.pacing, pacing);
+    assert!(meta.last_fetch_unix_ms.is_some());
+    assert!(
+        meta.pacing.remaining_penalty(std::time::SystemTime::now()) > std::time::Duration::ZERO
+    );
+
+    // A confirmed send records its time.
+    assert!(meta.last_send_unix_ms.is_none());
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    assert!(
+        engine
+            .store
+            .sync_metadata()
+            .await
+            .unwrap()
+            .last_send_unix_ms
+            .is_some()
+    );
+
+    // Resetting a zone forgets that it was ensured (it must be created again).
+    engine.store.reset_zone(zone()).await.unwrap();
+    assert!(
+        engine
+            .store
+            .sync_metadata()
+            .await
+            .unwrap()
+            .ensured_zones
+            .is_empty()
+    );
+    engine.stop().await;
+}
+
+/// Invariant 7 across versions: a file written by the previous format (1) opens, is upgraded in
+/// place, and keeps its data.
+#[tokio::test]
+async fn a_version_1_file_is_upgraded_in_place() {
+    let engine = Engine::start().await;
+    engine.store.save(note("a", "kept")).await.unwrap();
+    let dir = engine.stop().await;
+    let path = dir.path().join("sync.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(TableDefinition::<&str, u64>::new("skysync.meta"))
+                .unwrap();
+            meta.insert("format_version", 1).unwrap();
+        }
+        txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(
+            "skysync.open_conflicts",
+        ))
+        .unwrap();
+        txn.commit().unwrap();
+    }
+    let engine = Engine::open(dir).await;
+    assert_eq!(
+        text(&engine.store.record(id("a")).await.unwrap().unwrap()),
+        "kept"
+    );
+    assert!(
+        engine
+            .store
+            .open_conflicts(None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let txn = engine.file.database().begin_read().unwrap();
+    let meta = txn
+        .open_table(TableDefinition::<&str, u64>::new("skysync.meta"))
+        .unwrap();
+    assert_eq!(
+        meta.get("format_version").unwrap().unwrap().value(),
+        skysync_store::STORE_FORMAT_VERSION
+    );
+    drop(meta);
+    drop(txn);
     engine.stop().await;
 }
