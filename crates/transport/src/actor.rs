@@ -1,5 +1,5 @@
 //! [`TransportActor`]: any [`CloudDatabase`] behind a ractor mailbox, and [`TransportHandle`], the
-//! cloneable, typed face the session talks to.
+//! cloneable, typed face the session talks to; [`TransportSpec`] restarts it under a supervisor.
 //!
 //! # The mailbox never waits on the network
 //!
@@ -19,12 +19,13 @@ use crate::database::{
     ZoneNotifications,
 };
 use crate::error::TransportError;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RactorErr, RpcReplyPort};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use skysync_actors::{BoxFuture, ChildSpec, LocalError, Mailbox};
 use skysync_model::wire::{Subscription, UserIdentity};
-use skysync_model::{ChangeToken, CloudError, NetworkFailure, ZoneId};
+use skysync_model::{ChangeToken, CloudError, ZoneId};
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -199,9 +200,9 @@ async fn caller_gone<T>(reply: &RpcReplyPort<T>) {
 /// Settings of a [`TransportHandle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandleOptions {
-    /// How long a call waits for the actor's answer. It must exceed the longest operation: a modify
-    /// whose conflicts need a lookup makes two requests, so the default is 2 × the client's default
-    /// request timeout (60 s) plus a margin: 150 s.
+    /// How long a call waits for the actor's answer before it is a [`LocalError::TimedOut`]. It
+    /// must exceed the longest request (the client's own timeout, 60 s by default, ends a request
+    /// as a cloud error first): the default is 150 s.
     pub call_timeout: Duration,
 }
 
@@ -213,15 +214,38 @@ impl Default for HandleOptions {
     }
 }
 
-/// The cloneable, typed face of the transport actor. Each method is one call with a timeout; a
-/// mailbox failure comes back as a transient [`CloudError::Network`] (the supervisor restarts the
-/// actor; the session retries).
+/// Why a transport call failed: CloudKit (or the network to it) answered with a failure, or the
+/// transport actor itself did not answer. The two are handled apart: only a cloud error is ever a
+/// failed attempt, a rate signal or a reason to halt.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    /// The request failed in the cloud or on the way there; act on [`CloudError::class`].
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// The transport actor did not answer (timed out, restarting, stopped mid-call): wait for the
+    /// supervisor's restart and redo the operation; it is not a cloud failure.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+}
+
+impl RequestError {
+    /// The cloud error, if this is one.
+    pub fn cloud(&self) -> Option<&CloudError> {
+        match self {
+            RequestError::Cloud(error) => Some(error),
+            RequestError::Local(_) => None,
+        }
+    }
+}
+
+/// The cloneable, typed face of the transport actor. Each method is one call with a timeout.
 ///
-/// All clones share the actor reference, so [`TransportHandle::repoint`] after a restart redirects
-/// every clone at once.
+/// It calls through a [`Mailbox`], so it and its clones stay valid across restarts of the actor
+/// (see [`TransportSpec`]); a transport that does not answer is [`RequestError::Local`], never a
+/// cloud error.
 #[derive(Clone, Debug)]
 pub struct TransportHandle {
-    actor: Arc<RwLock<ActorRef<TransportMessage>>>,
+    mailbox: Mailbox<TransportMessage>,
     options: HandleOptions,
 }
 
@@ -231,70 +255,78 @@ impl TransportHandle {
         database: D,
         options: HandleOptions,
     ) -> Result<(TransportHandle, JoinHandle<()>), TransportError> {
-        let (actor, join) = Actor::spawn(None, TransportActor::<D>::new(), Arc::new(database))
-            .await
-            .map_err(|e| TransportError::Spawn(e.to_string()))?;
-        Ok((TransportHandle::new(actor, options), join))
+        let handle = TransportHandle::detached(options);
+        let join = handle.start(Arc::new(database), None).await?;
+        Ok((handle, join))
     }
 
-    /// Spawns an unnamed transport actor supervised by `supervisor`.
-    pub async fn spawn_linked<D: CloudDatabase>(
-        database: D,
-        options: HandleOptions,
-        supervisor: ActorCell,
-    ) -> Result<(TransportHandle, JoinHandle<()>), TransportError> {
-        let (actor, join) = Actor::spawn_linked(
-            None,
-            TransportActor::<D>::new(),
-            Arc::new(database),
-            supervisor,
-        )
-        .await
-        .map_err(|e| TransportError::Spawn(e.to_string()))?;
-        Ok((TransportHandle::new(actor, options), join))
+    /// A handle whose mailbox has no actor yet: calls wait for one (up to the call timeout).
+    pub fn detached(options: HandleOptions) -> Self {
+        Self {
+            mailbox: Mailbox::new("transport"),
+            options,
+        }
     }
 
     /// A handle to an actor that serves [`TransportMessage`]s (a [`TransportActor`], or a test's
     /// scripted stand-in).
     pub fn new(actor: ActorRef<TransportMessage>, options: HandleOptions) -> Self {
         Self {
-            actor: Arc::new(RwLock::new(actor)),
+            mailbox: Mailbox::with_actor("transport", actor),
             options,
         }
     }
 
-    /// The actor this handle (and its clones) talks to now.
-    pub fn actor(&self) -> ActorRef<TransportMessage> {
-        self.actor
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Starts a transport actor serving `database`, linked to `supervisor` if given, and attaches
+    /// it to this handle's mailbox (and every clone's).
+    pub async fn start<D: CloudDatabase>(
+        &self,
+        database: Arc<D>,
+        supervisor: Option<ActorCell>,
+    ) -> Result<JoinHandle<()>, TransportError> {
+        let spawned = match supervisor {
+            Some(supervisor) => {
+                Actor::spawn_linked(None, TransportActor::<D>::new(), database, supervisor).await
+            }
+            None => Actor::spawn(None, TransportActor::<D>::new(), database).await,
+        };
+        let (actor, join) = spawned.map_err(|e| TransportError::Spawn(e.to_string()))?;
+        self.mailbox.attach(actor);
+        Ok(join)
     }
 
-    /// Points this handle and all its clones at a new actor (after the supervisor restarted it).
-    pub fn repoint(&self, actor: ActorRef<TransportMessage>) {
-        *self.actor.write().unwrap_or_else(PoisonError::into_inner) = actor;
+    /// The mailbox this handle calls through (a supervisor attaches restarted actors to it).
+    pub fn mailbox(&self) -> &Mailbox<TransportMessage> {
+        &self.mailbox
+    }
+
+    /// The actor this handle (and its clones) talks to now, if one is attached.
+    pub fn actor(&self) -> Option<ActorRef<TransportMessage>> {
+        self.mailbox.actor()
     }
 
     /// Sends the message `build` makes around a reply port and waits for the answer, at most the
-    /// call timeout. Mailbox failures come back as transient network errors.
+    /// call timeout.
     async fn call<T: Send + 'static>(
         &self,
+        operation: &'static str,
         build: impl FnOnce(RpcReplyPort<Result<T, CloudError>>) -> TransportMessage,
-    ) -> Result<T, CloudError> {
-        let actor = self.actor();
-        let timeout = self.options.call_timeout;
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        flatten(ractor::call_t!(actor, build, timeout_ms), timeout)
+    ) -> Result<T, RequestError> {
+        Ok(self
+            .mailbox
+            .call(operation, self.options.call_timeout, build)
+            .await??)
     }
 
     /// See [`CloudDatabase::modify_records`].
     pub async fn modify_records(
         &self,
         batch: ModifyBatch,
-    ) -> Result<Vec<ModifyOutcome>, CloudError> {
-        self.call(|reply| TransportMessage::ModifyRecords(batch, reply))
-            .await
+    ) -> Result<Vec<ModifyOutcome>, RequestError> {
+        self.call("modify_records", |reply| {
+            TransportMessage::ModifyRecords(batch, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::lookup_records`].
@@ -302,9 +334,11 @@ impl TransportHandle {
         &self,
         zone: ZoneId,
         record_names: Vec<String>,
-    ) -> Result<Vec<LookupOutcome>, CloudError> {
-        self.call(|reply| TransportMessage::LookupRecords(zone, record_names, reply))
-            .await
+    ) -> Result<Vec<LookupOutcome>, RequestError> {
+        self.call("lookup_records", |reply| {
+            TransportMessage::LookupRecords(zone, record_names, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::fetch_zone_changes`].
@@ -312,115 +346,101 @@ impl TransportHandle {
         &self,
         zone: ZoneId,
         since: Option<ChangeToken>,
-    ) -> Result<ZoneChangesPage, CloudError> {
-        self.call(|reply| TransportMessage::FetchZoneChanges(zone, since, reply))
-            .await
+    ) -> Result<ZoneChangesPage, RequestError> {
+        self.call("fetch_zone_changes", |reply| {
+            TransportMessage::FetchZoneChanges(zone, since, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::fetch_database_changes`].
     pub async fn fetch_database_changes(
         &self,
         since: Option<ChangeToken>,
-    ) -> Result<DatabaseChangesPage, CloudError> {
-        self.call(|reply| TransportMessage::FetchDatabaseChanges(since, reply))
-            .await
+    ) -> Result<DatabaseChangesPage, RequestError> {
+        self.call("fetch_database_changes", |reply| {
+            TransportMessage::FetchDatabaseChanges(since, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::ensure_zones`].
-    pub async fn ensure_zones(&self, zones: Vec<ZoneId>) -> Result<(), CloudError> {
-        self.call(|reply| TransportMessage::EnsureZones(zones, reply))
-            .await
+    pub async fn ensure_zones(&self, zones: Vec<ZoneId>) -> Result<(), RequestError> {
+        self.call("ensure_zones", |reply| {
+            TransportMessage::EnsureZones(zones, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::delete_zones`].
-    pub async fn delete_zones(&self, zones: Vec<ZoneId>) -> Result<(), CloudError> {
-        self.call(|reply| TransportMessage::DeleteZones(zones, reply))
-            .await
+    pub async fn delete_zones(&self, zones: Vec<ZoneId>) -> Result<(), RequestError> {
+        self.call("delete_zones", |reply| {
+            TransportMessage::DeleteZones(zones, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::ensure_subscription`].
-    pub async fn ensure_subscription(&self, subscription: Subscription) -> Result<(), CloudError> {
-        self.call(|reply| TransportMessage::EnsureSubscription(subscription, reply))
-            .await
+    pub async fn ensure_subscription(
+        &self,
+        subscription: Subscription,
+    ) -> Result<(), RequestError> {
+        self.call("ensure_subscription", |reply| {
+            TransportMessage::EnsureSubscription(subscription, reply)
+        })
+        .await
     }
 
     /// See [`CloudDatabase::current_user`].
-    pub async fn current_user(&self) -> Result<UserIdentity, CloudError> {
-        self.call(TransportMessage::CurrentUser).await
+    pub async fn current_user(&self) -> Result<UserIdentity, RequestError> {
+        self.call("current_user", TransportMessage::CurrentUser)
+            .await
     }
 
     /// See [`CloudDatabase::notifications`].
-    pub async fn notifications(&self) -> Result<ZoneNotifications, CloudError> {
-        self.call(TransportMessage::Notifications).await
+    pub async fn notifications(&self) -> Result<ZoneNotifications, RequestError> {
+        self.call("notifications", TransportMessage::Notifications)
+            .await
     }
 }
 
-/// A call's answer, with mailbox failures turned into transient network errors.
-fn flatten<T>(
-    result: Result<Result<T, CloudError>, RactorErr<TransportMessage>>,
-    timeout: Duration,
-) -> Result<T, CloudError> {
-    match result {
-        Ok(answer) => answer,
-        Err(RactorErr::Timeout) => Err(CloudError::Network {
-            kind: NetworkFailure::Timeout,
-            detail: format!(
-                "the transport actor did not answer within {} s",
-                timeout.as_secs()
-            ),
-        }),
-        Err(e) => Err(CloudError::Network {
-            kind: NetworkFailure::Other,
-            detail: format!("the transport actor is not available: {e}"),
-        }),
+/// How a supervisor starts (and restarts) the transport: a new actor over the same database
+/// client, attached to the same handle.
+pub struct TransportSpec<D> {
+    database: Arc<D>,
+    handle: TransportHandle,
+}
+
+impl<D: CloudDatabase> TransportSpec<D> {
+    /// The spec of a transport serving `database`, with a handle that waits for its first start.
+    pub fn new(database: D, options: HandleOptions) -> Self {
+        Self {
+            database: Arc::new(database),
+            handle: TransportHandle::detached(options),
+        }
+    }
+
+    /// The transport's handle (valid across restarts).
+    pub fn handle(&self) -> TransportHandle {
+        self.handle.clone()
     }
 }
 
-impl CloudDatabase for TransportHandle {
-    async fn modify_records(&self, batch: ModifyBatch) -> Result<Vec<ModifyOutcome>, CloudError> {
-        TransportHandle::modify_records(self, batch).await
+impl<D: CloudDatabase> ChildSpec for TransportSpec<D> {
+    fn name(&self) -> &'static str {
+        "transport"
     }
 
-    async fn lookup_records(
-        &self,
-        zone: ZoneId,
-        record_names: Vec<String>,
-    ) -> Result<Vec<LookupOutcome>, CloudError> {
-        TransportHandle::lookup_records(self, zone, record_names).await
-    }
-
-    async fn fetch_zone_changes(
-        &self,
-        zone: ZoneId,
-        since: Option<ChangeToken>,
-    ) -> Result<ZoneChangesPage, CloudError> {
-        TransportHandle::fetch_zone_changes(self, zone, since).await
-    }
-
-    async fn fetch_database_changes(
-        &self,
-        since: Option<ChangeToken>,
-    ) -> Result<DatabaseChangesPage, CloudError> {
-        TransportHandle::fetch_database_changes(self, since).await
-    }
-
-    async fn ensure_zones(&self, zones: Vec<ZoneId>) -> Result<(), CloudError> {
-        TransportHandle::ensure_zones(self, zones).await
-    }
-
-    async fn delete_zones(&self, zones: Vec<ZoneId>) -> Result<(), CloudError> {
-        TransportHandle::delete_zones(self, zones).await
-    }
-
-    async fn ensure_subscription(&self, subscription: Subscription) -> Result<(), CloudError> {
-        TransportHandle::ensure_subscription(self, subscription).await
-    }
-
-    async fn current_user(&self) -> Result<UserIdentity, CloudError> {
-        TransportHandle::current_user(self).await
-    }
-
-    async fn notifications(&self) -> Result<ZoneNotifications, CloudError> {
-        TransportHandle::notifications(self).await
+    fn start(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<Vec<ActorCell>, String>> {
+        Box::pin(async move {
+            self.handle
+                .start(Arc::clone(&self.database), Some(supervisor))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.handle
+                .actor()
+                .map(|actor| vec![actor.get_cell()])
+                .ok_or_else(|| "the transport actor was not attached".to_owned())
+        })
     }
 }

@@ -66,7 +66,9 @@ pub mod database;
 pub mod error;
 mod response;
 
-pub use actor::{HandleOptions, TransportActor, TransportHandle, TransportMessage};
+pub use actor::{
+    HandleOptions, RequestError, TransportActor, TransportHandle, TransportMessage, TransportSpec,
+};
 pub use auth::{ApiToken, Auth, RequestSignature, ServerKey, TokenRotationCallback, WebAuthToken};
 pub use client::{CloudKitClient, CloudKitClientBuilder};
 pub use config::{APPLE_BASE_URL, DatabaseScope, Environment, Limits};

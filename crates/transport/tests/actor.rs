@@ -1,14 +1,15 @@
 //! The transport actor: calls reach the database and answer; the mailbox stays free while a request
-//! is in flight; a call that times out, or an actor that stops, cancels its request; a handle can be
-//! re-pointed. The database here is a scripted `CloudDatabase` whose slow operation never finishes
+//! is in flight; a call that times out, or an actor that stops, cancels its request and is a local
+//! error, never a cloud one; a supervised transport restarts behind the same handle. The database here is a scripted `CloudDatabase` whose slow operation never finishes
 //! and records when it is dropped. Timing runs on tokio's paused clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use skysync_actors::{LocalError, RestartPolicy, SupervisorEvent, SupervisorHandle};
 use skysync_model::wire::{Subscription, UserIdentity};
-use skysync_model::{ChangeToken, CloudError, ErrorClass, NetworkFailure, ZoneId};
+use skysync_model::{ChangeToken, CloudError, NetworkFailure, ZoneId};
 use skysync_transport::{
     CloudDatabase, DatabaseChangesPage, HandleOptions, LookupOutcome, ModifyBatch, ModifyOutcome,
-    TransportHandle, ZoneChanged, ZoneChangesPage, ZoneNotifications,
+    RequestError, TransportHandle, TransportSpec, ZoneChanged, ZoneChangesPage, ZoneNotifications,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -160,10 +161,10 @@ async fn calls_reach_the_database_and_carry_its_answers_and_errors() {
     let err = handle.delete_zones(vec![]).await.unwrap_err();
     assert!(matches!(
         err,
-        CloudError::Network {
+        RequestError::Cloud(CloudError::Network {
             kind: NetworkFailure::Connect,
             ..
-        }
+        })
     ));
     let mut signals = handle.notifications().await.unwrap();
     assert_eq!(
@@ -194,7 +195,7 @@ async fn the_mailbox_answers_while_a_request_is_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_call_that_times_out_is_transient_and_cancels_its_request() {
+async fn a_call_that_times_out_is_a_local_error_and_cancels_its_request() {
     let script = Scripted::default();
     let dropped = Arc::clone(&script.slow_dropped);
     let (handle, _join) = TransportHandle::spawn(script, options(5)).await.unwrap();
@@ -205,14 +206,17 @@ async fn a_call_that_times_out_is_transient_and_cancels_its_request() {
     assert!(
         matches!(
             err,
-            CloudError::Network {
-                kind: NetworkFailure::Timeout,
+            RequestError::Local(LocalError::TimedOut {
+                component: "transport",
                 ..
-            }
+            })
         ),
         "{err:?}"
     );
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(
+        err.cloud().is_none(),
+        "a silent actor is not a cloud failure"
+    );
     assert!(
         wait_for(&dropped).await,
         "the request must not run on after its caller gave up"
@@ -220,11 +224,11 @@ async fn a_call_that_times_out_is_transient_and_cancels_its_request() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stopping_the_actor_cancels_requests_in_flight_and_later_calls_fail_transiently() {
+async fn stopping_the_actor_cancels_requests_in_flight_and_later_calls_fail_locally() {
     let script = Scripted::default();
     let started = Arc::clone(&script.slow_started);
     let dropped = Arc::clone(&script.slow_dropped);
-    let (handle, join) = TransportHandle::spawn(script, options(3600)).await.unwrap();
+    let (handle, join) = TransportHandle::spawn(script, options(60)).await.unwrap();
     let pending = {
         let handle = handle.clone();
         tokio::spawn(async move { handle.fetch_zone_changes(ZoneId::new("Notes"), None).await })
@@ -232,47 +236,51 @@ async fn stopping_the_actor_cancels_requests_in_flight_and_later_calls_fail_tran
     while started.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
     }
-    handle.actor().stop(None);
+    handle.actor().unwrap().stop(None);
     join.await.unwrap();
     assert!(wait_for(&dropped).await);
     let answer = pending.await.unwrap().unwrap_err();
-    assert_eq!(answer.class(), ErrorClass::Transient, "{answer:?}");
+    assert!(
+        matches!(answer, RequestError::Local(LocalError::Lost { .. })),
+        "{answer:?}"
+    );
     let later = handle.current_user().await.unwrap_err();
     assert!(
-        matches!(
-            later,
-            CloudError::Network {
-                kind: NetworkFailure::Other,
-                ..
-            }
-        ),
+        matches!(later, RequestError::Local(LocalError::Unavailable { .. })),
         "{later:?}"
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn repointing_a_handle_redirects_all_its_clones() {
-    let (handle, join) = TransportHandle::spawn(
+async fn a_supervised_transport_answers_through_the_same_handle_after_it_is_killed() {
+    let (supervisor, _) = SupervisorHandle::spawn(RestartPolicy::default())
+        .await
+        .unwrap();
+    let spec = TransportSpec::new(
         Scripted {
-            name: "_old",
+            name: "_me",
             ..Scripted::default()
         },
         options(30),
-    )
-    .await
-    .unwrap();
-    let clone = handle.clone();
-    handle.actor().stop(None);
-    join.await.unwrap();
-    let (replacement, _join) = TransportHandle::spawn(
-        Scripted {
-            name: "_new",
-            ..Scripted::default()
-        },
-        options(30),
-    )
-    .await
-    .unwrap();
-    handle.repoint(replacement.actor());
-    assert_eq!(clone.current_user().await.unwrap().user_record_name, "_new");
+    );
+    let handle = spec.handle();
+    supervisor.start(spec).await.unwrap();
+    let mut events = supervisor.subscribe();
+    assert_eq!(handle.current_user().await.unwrap().user_record_name, "_me");
+    let first = handle.actor().unwrap().get_id();
+    handle.actor().unwrap().kill();
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        SupervisorEvent::Restarting {
+            child: "transport",
+            ..
+        }
+    ));
+    assert_eq!(handle.current_user().await.unwrap().user_record_name, "_me");
+    assert_ne!(
+        handle.actor().unwrap().get_id(),
+        first,
+        "a new actor answered"
+    );
+    supervisor.shutdown().await;
 }

@@ -881,7 +881,7 @@ async fn the_transport_actor_serves_the_real_client() {
     assert!(matches!(&outcomes[0], ModifyOutcome::Saved { .. }));
     let page = transport.fetch_zone_changes(zone, None).await.unwrap();
     assert_eq!(page.changed.len(), 1);
-    transport.actor().stop(None);
+    transport.actor().unwrap().stop(None);
     join.await.unwrap();
     server.shutdown().await.unwrap();
 }
