@@ -607,3 +607,52 @@ async fn a_stopped_store_answers_with_a_local_error_never_a_storage_one() {
         "{err:?}"
     );
 }
+
+/// The store and the queue restart together under a supervisor, over the reopened file, and the
+/// same handles answer afterwards with the data that was committed before.
+#[tokio::test]
+async fn killed_store_and_queue_restart_together_behind_the_same_handles() {
+    use skysync_actors::{RestartPolicy, SupervisorEvent, SupervisorHandle};
+    let dir = tempfile::tempdir().unwrap();
+    let (supervisor, _) = SupervisorHandle::spawn(RestartPolicy::default())
+        .await
+        .unwrap();
+    let unit = skysync_store::StoreUnit::new(
+        dir.path().join("sync.redb"),
+        StoreConfig::default(),
+        skysync_queue::QueueConfig::default(),
+    );
+    let (store, queue) = (unit.store(), unit.queue());
+    supervisor.start(unit).await.unwrap();
+    let mut events = supervisor.subscribe();
+    store.save(note("a", "before")).await.unwrap();
+
+    for victim in ["store", "queue"] {
+        let (store_actor, queue_actor) = (store.actor().unwrap(), queue.actor().unwrap());
+        match victim {
+            "store" => store_actor.kill(),
+            _ => queue_actor.kill(),
+        }
+        let event = events.recv().await.unwrap();
+        assert!(
+            matches!(event, SupervisorEvent::Restarting { child: "store", .. }),
+            "{event:?}"
+        );
+        let event = events.recv().await.unwrap();
+        assert!(
+            matches!(event, SupervisorEvent::Restarted { child: "store", .. }),
+            "{event:?}"
+        );
+        // Both are new actors, over a reopened file that still holds the committed save.
+        assert_eq!(
+            text(&store.record(id("a")).await.unwrap().unwrap()),
+            "before"
+        );
+        assert_eq!(queue.depth().await.unwrap().pending, 1);
+        assert_ne!(store.actor().unwrap().get_id(), store_actor.get_id());
+        assert_ne!(queue.actor().unwrap().get_id(), queue_actor.get_id());
+    }
+    store.save(note("b", "after")).await.unwrap();
+    assert_eq!(queue.depth().await.unwrap().pending, 2);
+    supervisor.shutdown().await;
+}
