@@ -4,13 +4,14 @@ use crate::error::ConflictError;
 use crate::resolution::{Conflict, Resolution};
 use crate::resolver::ConflictResolver;
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RactorErr, RpcReplyPort, call_t};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use skysync_actors::{BoxFuture, ChildSpec, Mailbox};
 use skysync_model::{PendingChange, Record};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a handle waits for the actor to answer before giving up with
-/// [`ConflictError::Unavailable`].
+/// [`ConflictError::Local`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The conflict actor's interface: every request it answers.
@@ -56,13 +57,15 @@ impl Actor for ConflictActor {
     }
 }
 
-/// A cloneable handle to a running conflict actor, with a typed async [`ConflictHandle::resolve`].
+/// A cloneable handle to the conflict actor, with a typed async [`ConflictHandle::resolve`].
 ///
-/// All clones talk to the same actor. Every call carries a timeout ([`DEFAULT_CALL_TIMEOUT`] unless
-/// changed with [`ConflictHandle::with_call_timeout`]).
+/// It calls through a [`Mailbox`], so it and its clones stay valid across restarts of the actor
+/// by a supervisor (see [`ConflictSpec`]). Every call carries a timeout ([`DEFAULT_CALL_TIMEOUT`]
+/// unless changed with [`ConflictHandle::with_call_timeout`]); an actor that does not answer is
+/// [`ConflictError::Local`].
 #[derive(Debug, Clone)]
 pub struct ConflictHandle {
-    actor: ActorRef<ConflictMessage>,
+    mailbox: Mailbox<ConflictMessage>,
     call_timeout: Duration,
 }
 
@@ -73,40 +76,63 @@ fn spawn_failed(err: impl std::fmt::Display) -> ConflictError {
 }
 
 impl ConflictHandle {
-    /// Spawns an unnamed conflict actor that settles conflicts with `resolver`.
+    /// Spawns an unnamed, unsupervised conflict actor that settles conflicts with `resolver`.
     pub async fn spawn(
         resolver: impl ConflictResolver + 'static,
     ) -> Result<(Self, JoinHandle<()>), ConflictError> {
         Self::spawn_shared(Arc::new(resolver)).await
     }
 
-    /// Spawns an unnamed conflict actor over a shared resolver (keep the `Arc` to spawn it again
-    /// after a failure).
+    /// Spawns an unnamed, unsupervised conflict actor over a shared resolver.
     pub async fn spawn_shared(
         resolver: Arc<dyn ConflictResolver>,
     ) -> Result<(Self, JoinHandle<()>), ConflictError> {
-        let (actor, join) = Actor::spawn(None, ConflictActor, resolver)
-            .await
-            .map_err(spawn_failed)?;
-        Ok((Self::from_actor(actor), join))
+        let handle = Self::detached();
+        let join = handle.start(resolver, None).await?;
+        Ok((handle, join))
     }
 
-    /// Spawns an unnamed conflict actor over a shared resolver, supervised by `supervisor`.
+    /// Spawns an unnamed conflict actor over a shared resolver, linked to `supervisor`.
     pub async fn spawn_linked(
         resolver: Arc<dyn ConflictResolver>,
         supervisor: ActorCell,
     ) -> Result<(Self, JoinHandle<()>), ConflictError> {
-        let (actor, join) = Actor::spawn_linked(None, ConflictActor, resolver, supervisor)
-            .await
-            .map_err(spawn_failed)?;
-        Ok((Self::from_actor(actor), join))
+        let handle = Self::detached();
+        let join = handle.start(resolver, Some(supervisor)).await?;
+        Ok((handle, join))
+    }
+
+    /// A handle whose mailbox has no actor yet: calls wait for one (up to the call timeout).
+    pub fn detached() -> Self {
+        Self {
+            mailbox: Mailbox::new("conflict"),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Starts a conflict actor over `resolver`, linked to `supervisor` if given, and attaches it to
+    /// this handle's mailbox (and every clone's).
+    pub async fn start(
+        &self,
+        resolver: Arc<dyn ConflictResolver>,
+        supervisor: Option<ActorCell>,
+    ) -> Result<JoinHandle<()>, ConflictError> {
+        let spawned = match supervisor {
+            Some(supervisor) => {
+                Actor::spawn_linked(None, ConflictActor, resolver, supervisor).await
+            }
+            None => Actor::spawn(None, ConflictActor, resolver).await,
+        };
+        let (actor, join) = spawned.map_err(spawn_failed)?;
+        self.mailbox.attach(actor);
+        Ok(join)
     }
 
     /// A handle to an actor that answers [`ConflictMessage`]s: the conflict actor, or a stand-in a
     /// test spawns in its place.
     pub fn from_actor(actor: ActorRef<ConflictMessage>) -> Self {
         Self {
-            actor,
+            mailbox: Mailbox::with_actor("conflict", actor),
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
@@ -117,15 +143,19 @@ impl ConflictHandle {
         self
     }
 
-    /// The actor behind this handle (to link, monitor or stop it).
-    pub fn actor(&self) -> &ActorRef<ConflictMessage> {
-        &self.actor
+    /// The mailbox this handle calls through (a supervisor attaches restarted actors to it).
+    pub fn mailbox(&self) -> &Mailbox<ConflictMessage> {
+        &self.mailbox
+    }
+
+    /// The actor behind this handle now, if one is attached.
+    pub fn actor(&self) -> Option<ActorRef<ConflictMessage>> {
+        self.mailbox.actor()
     }
 
     /// Settles the conflict between the local change and the server's copy (`None`: deleted), both
     /// started from `base` (`None`: unknown). Answers the checked resolution (see
-    /// [`crate::settle`]); [`ConflictError::Unavailable`] if the actor has stopped or does not
-    /// answer in time.
+    /// [`crate::settle`]); [`ConflictError::Local`] if the actor does not answer in time.
     pub async fn resolve(
         &self,
         local: PendingChange,
@@ -142,22 +172,61 @@ impl ConflictHandle {
 
     /// Settles an owned [`Conflict`]; the same as [`ConflictHandle::resolve`].
     pub async fn settle(&self, conflict: Conflict) -> Result<Resolution, ConflictError> {
-        let timeout_ms = u64::try_from(self.call_timeout.as_millis()).unwrap_or(u64::MAX);
-        let answer: Result<Result<Resolution, ConflictError>, RactorErr<ConflictMessage>> =
-            call_t!(self.actor, ConflictMessage::Resolve, timeout_ms, conflict);
-        answer.map_err(|err| ConflictError::Unavailable {
-            reason: match err {
-                RactorErr::Timeout => {
-                    format!("no answer within {} ms", self.call_timeout.as_millis())
-                }
-                other => other.to_string(),
-            },
-        })?
+        self.mailbox
+            .call("resolve", self.call_timeout, |reply| {
+                ConflictMessage::Resolve(conflict, reply)
+            })
+            .await?
     }
 
-    /// Stops the actor gracefully: it stops taking messages, and calls still waiting answer
-    /// [`ConflictError::Unavailable`].
+    /// Stops the actor gracefully and empties the mailbox: later calls answer
+    /// [`ConflictError::Local`] unless a new actor is started.
     pub fn stop(&self) {
-        self.actor.stop(None);
+        if let Some(actor) = self.mailbox.actor() {
+            self.mailbox.detach();
+            actor.stop(None);
+        }
+    }
+}
+
+/// How a supervisor starts (and restarts) the conflict actor: a new actor over the same resolver,
+/// attached to the same handle.
+pub struct ConflictSpec {
+    resolver: Arc<dyn ConflictResolver>,
+    handle: ConflictHandle,
+}
+
+impl ConflictSpec {
+    /// The spec of a conflict actor settling with `resolver`, with a handle that waits for its
+    /// first start.
+    pub fn new(resolver: Arc<dyn ConflictResolver>) -> Self {
+        Self {
+            resolver,
+            handle: ConflictHandle::detached(),
+        }
+    }
+
+    /// The conflict actor's handle (valid across restarts).
+    pub fn handle(&self) -> ConflictHandle {
+        self.handle.clone()
+    }
+}
+
+impl ChildSpec for ConflictSpec {
+    fn name(&self) -> &'static str {
+        "conflict"
+    }
+
+    fn start(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<Vec<ActorCell>, String>> {
+        Box::pin(async move {
+            self.handle
+                .start(Arc::clone(&self.resolver), Some(supervisor))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.handle
+                .actor()
+                .map(|actor| vec![actor.get_cell()])
+                .ok_or_else(|| "the conflict actor was not attached".to_owned())
+        })
     }
 }

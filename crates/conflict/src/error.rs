@@ -1,6 +1,7 @@
 //! The one error type of this crate.
 
 use crate::resolution::ConflictCase;
+use skysync_actors::LocalError;
 use skysync_model::RecordId;
 
 /// Everything that can go wrong while settling a conflict, each variant saying what the caller can
@@ -72,11 +73,8 @@ pub enum ConflictError {
     },
 
     /// The conflict actor did not answer: it has stopped or failed (a resolver that panicked stops
-    /// it), or it did not reply within the call timeout. The conflict is unresolved and the pending
-    /// change untouched; resolve again once the actor is restarted.
-    #[error("the conflict actor did not answer: {reason}; resolve again once it is restarted")]
-    Unavailable {
-        /// Why: stopped, failed, or timed out.
-        reason: String,
-    },
+    /// it), is restarting, or did not reply within the call timeout. The conflict is unresolved and
+    /// the pending change untouched; resolve again once the actor is restarted.
+    #[error(transparent)]
+    Local(#[from] LocalError),
 }

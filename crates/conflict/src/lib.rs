@@ -117,7 +117,9 @@ mod resolution;
 mod resolver;
 mod strategies;
 
-pub use actor::{ConflictActor, ConflictHandle, ConflictMessage, DEFAULT_CALL_TIMEOUT};
+pub use actor::{
+    ConflictActor, ConflictHandle, ConflictMessage, ConflictSpec, DEFAULT_CALL_TIMEOUT,
+};
 pub use error::ConflictError;
 pub use merge::{Fallback, FieldClash, FieldPick, FieldRule, ThreeWayMerge};
 pub use resolution::{Conflict, ConflictCase, ParkReason, Resolution, rebase_onto, settle};

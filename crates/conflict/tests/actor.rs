@@ -5,9 +5,10 @@ mod common;
 
 use common::{delete, note, save, stamped};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use skysync_actors::{LocalError, RestartPolicy, SupervisorEvent, SupervisorHandle};
 use skysync_conflict::{
-    ConflictCase, ConflictError, ConflictHandle, ConflictMessage, Custom, Resolution, ServerWins,
-    ThreeWayMerge,
+    ConflictCase, ConflictError, ConflictHandle, ConflictMessage, ConflictSpec, Custom, Resolution,
+    ServerWins, ThreeWayMerge,
 };
 use skysync_model::{ChangeTag, FieldValue, PendingChange, Record};
 use std::sync::Arc;
@@ -80,7 +81,10 @@ async fn handle_settles_a_conflict_with_the_wrapped_resolver() {
 async fn clones_of_a_handle_reach_the_same_actor() {
     let (handle, join) = ConflictHandle::spawn(ServerWins::default()).await.unwrap();
     let other = handle.clone();
-    assert_eq!(handle.actor().get_id(), other.actor().get_id());
+    assert_eq!(
+        handle.actor().unwrap().get_id(),
+        other.actor().unwrap().get_id()
+    );
     let (a, b) = tokio::join!(
         handle.resolve(save(local()), Some(base()), Some(server())),
         other.resolve(delete("t1"), Some(base()), Some(server())),
@@ -119,18 +123,19 @@ async fn a_refused_answer_comes_back_as_an_error_and_the_actor_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_panicking_resolver_stops_the_actor_and_the_handle_answers_unavailable() {
+async fn a_panicking_resolver_stops_the_actor_and_the_handle_answers_a_local_error() {
     let broken = Custom::new(
         |_: &PendingChange, _: Option<&Record>, _: Option<&Record>| -> Resolution {
             panic!("resolver bug")
         },
     );
     let (handle, join) = ConflictHandle::spawn(broken).await.unwrap();
+    let handle = handle.with_call_timeout(Duration::from_millis(300));
     let first = handle
         .resolve(save(local()), Some(base()), Some(server()))
         .await;
     assert!(
-        matches!(first, Err(ConflictError::Unavailable { .. })),
+        matches!(first, Err(ConflictError::Local(LocalError::Lost { .. }))),
         "{first:?}"
     );
     join.await.unwrap();
@@ -138,23 +143,30 @@ async fn a_panicking_resolver_stops_the_actor_and_the_handle_answers_unavailable
         .resolve(save(local()), Some(base()), Some(server()))
         .await;
     assert!(
-        matches!(after, Err(ConflictError::Unavailable { .. })),
+        matches!(
+            after,
+            Err(ConflictError::Local(LocalError::Unavailable { .. }))
+        ),
         "{after:?}"
     );
 }
 
 #[tokio::test]
-async fn a_stopped_actor_answers_unavailable() {
+async fn a_stopped_actor_answers_a_local_error() {
     let (handle, join) = ConflictHandle::spawn(ThreeWayMerge::default())
         .await
         .unwrap();
+    let handle = handle.with_call_timeout(Duration::from_millis(300));
     handle.stop();
     join.await.unwrap();
     let answer = handle
         .resolve(save(local()), Some(base()), Some(server()))
         .await;
     assert!(
-        matches!(answer, Err(ConflictError::Unavailable { .. })),
+        matches!(
+            answer,
+            Err(ConflictError::Local(LocalError::Unavailable { .. }))
+        ),
         "{answer:?}"
     );
 }
@@ -198,8 +210,8 @@ async fn a_call_without_an_answer_times_out_after_the_call_timeout() {
         .await;
     let waited = started.elapsed();
     match answer {
-        Err(ConflictError::Unavailable { reason }) => {
-            assert!(reason.contains("no answer within 2000 ms"), "{reason}");
+        Err(ConflictError::Local(LocalError::TimedOut { timeout, .. })) => {
+            assert_eq!(timeout, Duration::from_secs(2));
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -253,12 +265,12 @@ async fn a_linked_actor_reports_its_failure_to_the_supervisor_which_can_spawn_it
     let failed = handle
         .resolve(delete("t1"), Some(base()), Some(server()))
         .await;
-    assert!(matches!(failed, Err(ConflictError::Unavailable { .. })));
+    assert!(matches!(failed, Err(ConflictError::Local(_))), "{failed:?}");
     // Bounded: a supervisor that never hears of the failure fails the test instead of hanging it.
     let reported = tokio::time::timeout(Duration::from_secs(10), failures.recv())
         .await
         .expect("the supervisor heard of the failure");
-    assert_eq!(reported, Some(handle.actor().get_id()));
+    assert_eq!(reported, Some(handle.actor().unwrap().get_id()));
     join.await.unwrap();
 
     // The same shared resolver serves a fresh actor.
@@ -274,4 +286,38 @@ async fn a_linked_actor_reports_its_failure_to_the_supervisor_which_can_spawn_it
     again_join.await.unwrap();
     watcher.stop(None);
     watcher_join.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervised_conflict_actor_answers_through_the_same_handle_after_it_panics() {
+    let (supervisor, _) = SupervisorHandle::spawn(RestartPolicy::default())
+        .await
+        .unwrap();
+    let panics_on_delete: Arc<dyn skysync_conflict::ConflictResolver> = Arc::new(Custom::new(
+        |local: &PendingChange, _: Option<&Record>, _: Option<&Record>| match local {
+            PendingChange::Save(_) => Resolution::AcceptServer,
+            PendingChange::Delete { .. } => panic!("resolver bug on deletes"),
+        },
+    ));
+    let spec = ConflictSpec::new(panics_on_delete);
+    let handle = spec.handle();
+    supervisor.start(spec).await.unwrap();
+    let mut events = supervisor.subscribe();
+    let failed = handle
+        .resolve(delete("t1"), Some(base()), Some(server()))
+        .await;
+    assert!(matches!(failed, Err(ConflictError::Local(_))), "{failed:?}");
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        SupervisorEvent::Restarting {
+            child: "conflict",
+            ..
+        }
+    ));
+    let answer = handle
+        .resolve(save(local()), Some(base()), Some(server()))
+        .await
+        .unwrap();
+    assert_eq!(answer, Resolution::AcceptServer);
+    supervisor.shutdown().await;
 }
