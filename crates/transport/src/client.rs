@@ -24,8 +24,7 @@ use skysync_model::wire::{
     ZoneChangesResult, ZoneOperation, ZoneOperationType, ZoneResult, ZoneSpec, ZonesResponse,
 };
 use skysync_model::{
-    ChangeToken, CloudError, ErrorScope, ModelError, Record, RecordId, ServerError,
-    ServerErrorCode, ZoneId,
+    ChangeToken, CloudError, ModelError, Record, RecordId, ServerErrorCode, ZoneId,
 };
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -559,8 +558,7 @@ impl CloudKitClient {
             ));
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut to_look_up: Vec<(usize, ServerError)> = Vec::new();
-        for (index, (change, result)) in batch.changes().iter().zip(answer.records).enumerate() {
+        for (change, result) in batch.changes().iter().zip(answer.records) {
             let id = change.record_id().clone();
             let outcome = match result {
                 RecordResult::Record(_) if change.is_delete() => ModifyOutcome::Deleted { id },
@@ -592,7 +590,7 @@ impl CloudKitClient {
                     match attached.map(|w| self.record_in(&zone, w)) {
                         Some(Ok(server)) if server.system.is_some() => ModifyOutcome::Conflict {
                             id,
-                            server_record: Box::new(server),
+                            server_record: Some(Box::new(server)),
                             error,
                         },
                         Some(Err(e)) if !matches!(e, ModelError::MissingKey { .. }) => {
@@ -601,14 +599,13 @@ impl CloudKitClient {
                                 error: CloudError::Incompatible(e),
                             }
                         }
-                        // Not attached, or incomplete: look it up below.
-                        _ => {
-                            to_look_up.push((index, error.clone()));
-                            ModifyOutcome::Failed {
-                                id,
-                                error: CloudError::Server(error),
-                            }
-                        }
+                        // Not attached, or incomplete: the session looks it up as an operation of
+                        // its own (its own permit, visible), never inside this one.
+                        _ => ModifyOutcome::Conflict {
+                            id,
+                            server_record: None,
+                            error,
+                        },
                     }
                 }
                 RecordResult::Error(item) => ModifyOutcome::Failed {
@@ -618,66 +615,7 @@ impl CloudKitClient {
             };
             outcomes.push(outcome);
         }
-        if !to_look_up.is_empty() {
-            self.attach_server_copies(&zone, &mut outcomes, to_look_up)
-                .await;
-        }
         Ok(outcomes)
-    }
-
-    /// Replaces the placeholder outcomes of conflicts at `pending` by conflicts with the looked-up
-    /// server copies (or by the lookup's failure).
-    async fn attach_server_copies(
-        &self,
-        zone: &ZoneId,
-        outcomes: &mut [ModifyOutcome],
-        pending: Vec<(usize, ServerError)>,
-    ) {
-        let names: Vec<String> = pending
-            .iter()
-            .filter_map(|(index, _)| outcomes.get(*index))
-            .map(|outcome| outcome.id().record_name.clone())
-            .collect();
-        let looked_up = self.lookup(zone.clone(), names).await;
-        for (position, (index, conflict)) in pending.into_iter().enumerate() {
-            let Some(slot) = outcomes.get_mut(index) else {
-                continue;
-            };
-            let id = slot.id().clone();
-            *slot = match &looked_up {
-                Ok(found) => match found.get(position) {
-                    Some(LookupOutcome::Found(server)) => ModifyOutcome::Conflict {
-                        id,
-                        server_record: Box::new(server.clone()),
-                        error: conflict,
-                    },
-                    Some(LookupOutcome::Failed { error, .. }) => ModifyOutcome::Failed {
-                        id,
-                        error: error.clone(),
-                    },
-                    // The record vanished between the conflict and the lookup.
-                    Some(LookupOutcome::NotFound(_)) | None => ModifyOutcome::Failed {
-                        id,
-                        error: CloudError::Server(ServerError {
-                            code: ServerErrorCode::NotFound,
-                            scope: ErrorScope::Item,
-                            http_status: 200,
-                            reason: format!(
-                                "the record conflicted ({}) and is gone from the server now",
-                                conflict.code
-                            ),
-                            retry_after: None,
-                            redirect_url: None,
-                            uuid: conflict.uuid.clone(),
-                        }),
-                    },
-                },
-                Err(error) => ModifyOutcome::Failed {
-                    id,
-                    error: error.clone(),
-                },
-            };
-        }
     }
 
     async fn lookup(

@@ -116,8 +116,10 @@ pub enum ModifyOutcome {
     Conflict {
         /// The record.
         id: RecordId,
-        /// The server's current copy, with its system fields.
-        server_record: Box<Record>,
+        /// The server's current copy, with its system fields, when the answer carried it. `None`:
+        /// the answer carried no usable copy; look the record up
+        /// ([`CloudDatabase::lookup_records`]) as an operation of its own, under its own permit.
+        server_record: Option<Box<Record>>,
         /// The server's error, as it came.
         error: ServerError,
     },

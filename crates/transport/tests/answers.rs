@@ -40,8 +40,10 @@ fn update(name: &str, tag: &str) -> PendingChange {
     PendingChange::Save(record)
 }
 
+/// A CONFLICT answered without the server's copy is reported as such, and nothing more is sent
+/// behind the caller's back: the lookup is an operation of its own, under its own permit.
 #[tokio::test]
-async fn a_conflict_without_a_server_record_is_completed_with_a_lookup() {
+async fn a_conflict_without_a_server_record_is_reported_without_a_hidden_lookup() {
     let (base, served) = capture(vec![
         Canned::ok(
             r#"{"records":[{"recordName":"n1","reason":"oplock error","serverErrorCode":"CONFLICT"},
@@ -54,9 +56,9 @@ async fn a_conflict_without_a_server_record_is_completed_with_a_lookup() {
         ),
     ])
     .await;
+    let client = client(&base);
     let batch = ModifyBatch::new(zone(), vec![update("n1", "3"), update("n2", "4")]).unwrap();
-    let outcomes = client(&base).modify_records(batch).await.unwrap();
-
+    let outcomes = client.modify_records(batch).await.unwrap();
     match &outcomes[0] {
         ModifyOutcome::Conflict {
             id,
@@ -64,11 +66,7 @@ async fn a_conflict_without_a_server_record_is_completed_with_a_lookup() {
             error,
         } => {
             assert_eq!(id.record_name, "n1");
-            assert_eq!(server_record.change_tag(), Some(&ChangeTag("9".into())));
-            assert_eq!(
-                server_record.get("title"),
-                Some(&FieldValue::String("theirs".into()))
-            );
+            assert_eq!(server_record, &None, "no copy came, none was fetched");
             assert_eq!(error.code, ServerErrorCode::Conflict);
             assert_eq!(error.reason, "oplock error");
         }
@@ -77,38 +75,26 @@ async fn a_conflict_without_a_server_record_is_completed_with_a_lookup() {
     assert!(
         matches!(&outcomes[1], ModifyOutcome::Saved { system, .. } if system.change_tag.0 == "b2")
     );
-    let seen = served.await.unwrap();
-    assert!(seen[1].path().ends_with("/private/records/lookup"));
-    assert_eq!(
-        String::from_utf8(seen[1].body.clone()).unwrap(),
-        r#"{"records":[{"recordName":"n1"}],"zoneID":{"zoneName":"Notes"}}"#,
-        "only the conflicting record is looked up"
-    );
-}
 
-#[tokio::test]
-async fn a_failed_lookup_after_a_conflict_fails_only_that_record() {
-    let (base, _served) = capture(vec![
-        Canned::ok(
-            r#"{"records":[{"recordName":"n1","serverErrorCode":"CONFLICT"},
-                           {"recordName":"n2","recordChangeTag":"b2"}]}"#,
-        ),
-        Canned::json(
-            503,
-            r#"{"serverErrorCode":"TRY_AGAIN_LATER","reason":"busy","retryAfter":4}"#,
-        ),
-    ])
-    .await;
-    let batch = ModifyBatch::new(zone(), vec![update("n1", "3"), update("n2", "4")]).unwrap();
-    let outcomes = client(&base).modify_records(batch).await.unwrap();
-    match &outcomes[0] {
-        ModifyOutcome::Failed { error, .. } => {
-            assert_eq!(error.class(), ErrorClass::Throttled);
-            assert_eq!(error.retry_after(), Some(std::time::Duration::from_secs(4)));
+    // The caller's own lookup, as a separate request.
+    let found = client
+        .lookup_records(zone(), vec!["n1".into()])
+        .await
+        .unwrap();
+    match &found[0] {
+        LookupOutcome::Found(server) => {
+            assert_eq!(server.change_tag(), Some(&ChangeTag("9".into())));
+            assert_eq!(
+                server.get("title"),
+                Some(&FieldValue::String("theirs".into()))
+            );
         }
-        other => panic!("expected the lookup's failure, got {other:?}"),
+        other => panic!("expected the server copy, got {other:?}"),
     }
-    assert!(matches!(&outcomes[1], ModifyOutcome::Saved { .. }));
+    let seen = served.await.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].path().ends_with("/private/records/modify"));
+    assert!(seen[1].path().ends_with("/private/records/lookup"));
 }
 
 #[tokio::test]
@@ -146,7 +132,8 @@ async fn an_atomic_failure_answered_with_400_is_read_per_record() {
     }
     assert!(matches!(
         &outcomes[1],
-        ModifyOutcome::Conflict { server_record, .. } if server_record.change_tag().unwrap().0 == "7"
+        ModifyOutcome::Conflict { server_record: Some(server_record), .. }
+            if server_record.change_tag().unwrap().0 == "7"
     ));
 }
 

@@ -479,7 +479,7 @@ async fn a_stale_change_tag_is_a_conflict_carrying_the_servers_copy() {
         .unwrap();
     match &outcomes[0] {
         ModifyOutcome::Conflict {
-            server_record,
+            server_record: Some(server_record),
             error,
             ..
         } => {
@@ -511,7 +511,7 @@ async fn creating_an_existing_record_is_a_conflict_with_the_servers_copy() {
         .unwrap();
     match &outcomes[0] {
         ModifyOutcome::Conflict {
-            server_record,
+            server_record: Some(server_record),
             error,
             ..
         } => {
