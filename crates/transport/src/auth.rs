@@ -79,8 +79,9 @@ impl fmt::Debug for WebAuthToken {
 }
 
 /// Called with each new web auth token the server hands out, so that the app can persist it and
-/// start the next session with it. It runs on the request's task: keep it quick (hand the token to a
-/// channel or a store write that happens elsewhere).
+/// start the next session with it. It runs on a thread of its own (`skysync-token-rotation`), one
+/// token at a time in the order the server rotated them, never on an async worker: it may block to
+/// write the token down.
 pub type TokenRotationCallback = Arc<dyn Fn(&WebAuthToken) + Send + Sync>;
 
 /// How requests authenticate. The two modes never mix in one request.

@@ -133,7 +133,7 @@ impl CloudKitClientBuilder {
                 Credentials::Web {
                     api_token,
                     web_auth_token: Mutex::new(web_auth_token),
-                    on_rotation,
+                    on_rotation: on_rotation.map(RotationNotifier::start).transpose()?,
                 }
             }
             Auth::ServerToServer(key) => Credentials::Signed(key),
@@ -231,10 +231,40 @@ enum Credentials {
     Web {
         api_token: ApiToken,
         web_auth_token: Mutex<Option<WebAuthToken>>,
-        on_rotation: Option<TokenRotationCallback>,
+        on_rotation: Option<RotationNotifier>,
     },
     /// Server-to-server signature headers.
     Signed(ServerKey),
+}
+
+/// Hands rotated tokens to the app's callback, in rotation order, on a thread of its own: the
+/// callback may block (write a file, call a keychain) without stalling an async worker or a
+/// request. The thread ends when the client (every clone of it) is dropped.
+struct RotationNotifier {
+    tokens: std::sync::mpsc::Sender<WebAuthToken>,
+}
+
+impl RotationNotifier {
+    /// The name of the thread the callback runs on.
+    const THREAD_NAME: &'static str = "skysync-token-rotation";
+
+    fn start(callback: TokenRotationCallback) -> Result<Self, TransportError> {
+        let (tokens, rotated) = std::sync::mpsc::channel::<WebAuthToken>();
+        std::thread::Builder::new()
+            .name(Self::THREAD_NAME.into())
+            .spawn(move || {
+                for token in rotated {
+                    callback(&token);
+                }
+            })
+            .map_err(|e| TransportError::RotationThread(e.to_string()))?;
+        Ok(Self { tokens })
+    }
+
+    fn notify(&self, token: WebAuthToken) {
+        // The thread only ends once every sender is gone, so a send cannot fail while `self` lives.
+        let _ = self.tokens.send(token);
+    }
 }
 
 struct ClientInner {
@@ -464,8 +494,8 @@ impl CloudKitClient {
             *current = Some(token.clone());
         }
         tracing::debug!("web auth token rotated by the server");
-        if let Some(callback) = on_rotation {
-            callback(&token);
+        if let Some(notifier) = on_rotation {
+            notifier.notify(token);
         }
     }
 

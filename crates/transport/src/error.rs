@@ -52,6 +52,11 @@ pub enum TransportError {
         /// The record in another zone.
         record: String,
     },
+    /// The thread that hands rotated web auth tokens to the app's callback could not be started
+    /// (the system is out of threads or memory). Nothing was built; retry, or build the client
+    /// without a rotation callback.
+    #[error("could not start the token rotation thread: {0}")]
+    RotationThread(String),
     /// The transport actor could not be started (ractor's reason inside; in practice the tokio
     /// runtime is shutting down). Nothing is running; spawn it again from a running runtime.
     #[error("could not start the transport actor: {0}; spawn it again from a running runtime")]

@@ -12,7 +12,7 @@ use skysync_transport::{
     Auth, CloudDatabase, CloudKitClient, DatabaseScope, HandleOptions, LookupOutcome, ModifyBatch,
     ModifyOutcome, ServerKey, TransportHandle, WebAuthToken, zone_subscription,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const CONTAINER: &str = "iCloud.com.example.SkysyncTests";
@@ -298,20 +298,36 @@ async fn a_token_with_plus_slash_and_equals_arrives_intact() {
     server.shutdown().await.unwrap();
 }
 
+/// The next token the rotation callback reported (bounded wait).
+async fn next_rotation(reported: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(10), reported.recv())
+        .await
+        .expect("a rotation was reported")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_rotated_web_token_is_reported_and_used_next() {
     let server = server().await;
-    let reported: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = Arc::clone(&reported);
+    let (sink, mut reported) = tokio::sync::mpsc::unbounded_channel();
     let auth = Auth::web("test-api-token", "first-token").with_rotation_callback(Arc::new(
-        move |token: &WebAuthToken| sink.lock().unwrap().push(token.expose().to_owned()),
+        move |token: &WebAuthToken| {
+            // Never on an async worker: the callback may block to persist the token.
+            let thread = std::thread::current();
+            assert_eq!(thread.name(), Some("skysync-token-rotation"));
+            assert!(
+                tokio::runtime::Handle::try_current().is_err(),
+                "ran on a runtime thread"
+            );
+            sink.send(token.expose().to_owned()).unwrap();
+        },
     ));
     let client = CloudKitClient::builder(CONTAINER, auth)
         .base_url(server.base_url())
         .build()
         .unwrap();
     let before = client.current_user().await.unwrap();
-    let first_rotation = reported.lock().unwrap().last().cloned().unwrap();
+    let first_rotation = next_rotation(&mut reported).await;
     assert_ne!(first_rotation, "first-token");
     assert_eq!(
         client.current_web_auth_token().unwrap().expose(),
@@ -322,8 +338,7 @@ async fn a_rotated_web_token_is_reported_and_used_next() {
     // rotates again.
     let after = client.current_user().await.unwrap();
     assert_eq!(before.user_record_name, after.user_record_name);
-    let tokens = reported.lock().unwrap().clone();
-    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    let tokens = [first_rotation.clone(), next_rotation(&mut reported).await];
     assert_ne!(tokens[0], tokens[1]);
     assert_eq!(
         skysync_devserver::auth::web_token_user(&tokens[1]),

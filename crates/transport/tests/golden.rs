@@ -13,7 +13,7 @@ use skysync_transport::{
     Auth, CloudDatabase, CloudKitClient, DatabaseScope, ModifyBatch, ModifyOutcome,
     RequestSignature, ServerKey, WebAuthToken,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 mod common;
 use common::{Canned, capture};
@@ -362,10 +362,9 @@ async fn web_auth_requests_send_encoded_tokens_and_take_up_the_rotated_one() {
         Canned::ok(r#"{"users":[{"userRecordName":"_me"}]}"#),
     ])
     .await;
-    let seen_tokens: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = Arc::clone(&seen_tokens);
+    let (sink, mut seen_tokens) = tokio::sync::mpsc::unbounded_channel();
     let auth = Auth::web("api+key", "106__54__OLD+token/ab==").with_rotation_callback(Arc::new(
-        move |token: &WebAuthToken| sink.lock().unwrap().push(token.expose().to_owned()),
+        move |token: &WebAuthToken| sink.send(token.expose().to_owned()).unwrap(),
     ));
     let client = CloudKitClient::builder("iCloud.com.example.App", auth)
         .base_url(&base)
@@ -389,6 +388,12 @@ async fn web_auth_requests_send_encoded_tokens_and_take_up_the_rotated_one() {
         Some("ckAPIToken=api%2Bkey&ckWebAuthToken=106__54__NEW%2Btoken%2Fxy%3D%3D"),
         "the request after a rotation carries the rotated token"
     );
-    assert_eq!(*seen_tokens.lock().unwrap(), vec![rotated.to_owned()]);
+    assert_eq!(seen_tokens.recv().await.as_deref(), Some(rotated));
     assert_eq!(client.current_web_auth_token().unwrap().expose(), rotated);
+    drop(client);
+    assert_eq!(
+        seen_tokens.recv().await,
+        None,
+        "exactly one rotation, and the thread ended"
+    );
 }
