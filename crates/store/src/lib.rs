@@ -51,6 +51,7 @@ mod actor;
 mod error;
 mod file;
 mod mirror;
+pub mod power_loss;
 mod types;
 mod writer;
 
