@@ -9,13 +9,14 @@
 //! of [`Mirror`] functions committed with `Durability::Immediate`, as the store's writer commits,
 //! run synchronously on the test thread so that a seed replays exactly.
 //!
-//! The power is cut at a seeded I/O operation (also while opening, i.e. while recovering from the
-//! previous cut). The file a restart finds is the synced image plus, by seed, none or a random part
-//! of the unsynced writes, the last one torn. The test reopens it and checks the storage invariants
-//! against a model of what must be true: every step whose commit returned is there; the step in
-//! flight is there entirely or not at all. The model follows a replica that runs the same steps on
-//! a disk that never loses power. Then the reopened store takes a new write and the next crash
-//! follows on the same file.
+//! The power is cut at a seeded I/O operation or sync (also while opening, i.e. while redb recovers
+//! from the previous cut). The file a restart finds is the synced image plus, by seed, none, a
+//! random part (the last piece torn) or all of the unsynced writes. The test reopens it and checks
+//! the storage invariants, one function each, against a model of what must be true: every step
+//! whose commit returned is there; the step in flight is there entirely or not at all. The model
+//! follows a replica that runs the same steps on a disk that never loses power. Then the reopened
+//! store takes a new write, and the next run goes on with the same file, as that write left it or
+//! as the power loss left it.
 //!
 //! `cargo test` runs [`DEFAULT_SEEDS`] seeds of [`CRASHES_PER_SEED`] crashes each.
 //! `SKYSYNC_POWER_LOSS_SEEDS=N` runs N seeds; `SKYSYNC_POWER_LOSS_SEED=S` replays seed S alone (a
@@ -88,7 +89,7 @@ fn the_store_survives_power_loss_at_any_point() {
         }
     };
     let started = Instant::now();
-    let mut totals = Totals::default();
+    let mut totals = Stats::default();
     for &seed in &seeds {
         let config = RunConfig::default();
         match catch_unwind(AssertUnwindSafe(|| run_seed(seed, &config))) {
@@ -336,8 +337,9 @@ struct RunConfig {
     writes: Option<UnsyncedWrites>,
 }
 
+/// What the runs did, to show that the crashes hit every kind of moment.
 #[derive(Debug, Default)]
-struct SeedStats {
+struct Stats {
     crashes: usize,
     steps: usize,
     in_flight: usize,
@@ -348,20 +350,8 @@ struct SeedStats {
     kept: usize,
 }
 
-#[derive(Debug, Default)]
-struct Totals {
-    crashes: usize,
-    steps: usize,
-    in_flight: usize,
-    in_flight_committed: usize,
-    cut_while_opening: usize,
-    lost: usize,
-    partly_kept: usize,
-    kept: usize,
-}
-
-impl Totals {
-    fn add(&mut self, s: &SeedStats) {
+impl Stats {
+    fn add(&mut self, s: &Stats) {
         self.crashes += s.crashes;
         self.steps += s.steps;
         self.in_flight += s.in_flight;
@@ -375,9 +365,9 @@ impl Totals {
 
 /// Runs one seed: [`CRASHES_PER_SEED`] runs on one file, each ended by a power cut and checked
 /// after the restart. Returns what a failed check found.
-fn run_seed(seed: u64, config: &RunConfig) -> Result<SeedStats, String> {
+fn run_seed(seed: u64, config: &RunConfig) -> Result<Stats, String> {
     let mut workload = Workload::new(seed);
-    let mut stats = SeedStats::default();
+    let mut stats = Stats::default();
     // The file as the last restart left it. It is created with the power on: a cut while redb
     // creates a file leaves one it refuses (see `a_cut_while_creating_the_file_leaves_one_that_opens`).
     let mut image = {
