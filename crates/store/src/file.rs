@@ -24,6 +24,26 @@ impl StoreFile {
     pub fn open(path: impl AsRef<Path>) -> Result<StoreFile, StoreError> {
         let path = path.as_ref().to_path_buf();
         let db = Database::create(&path).map_err(|e| open_error(&path, e.into()))?;
+        StoreFile::set_up(db, path)
+    }
+
+    /// Opens the database held by a custom redb storage backend, creating it if the backend is
+    /// empty; `file` only names it in errors (and is [`StoreFile::path`]). Otherwise as
+    /// [`StoreFile::open`]. This is how crash tests run the store on a simulated disk
+    /// ([`crate::power_loss`]).
+    pub fn open_with_backend(
+        file: impl Into<PathBuf>,
+        backend: impl redb::StorageBackend,
+    ) -> Result<StoreFile, StoreError> {
+        let path = file.into();
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(&path, e.into()))?;
+        StoreFile::set_up(db, path)
+    }
+
+    /// Checks the format and creates missing tables in one durable commit.
+    fn set_up(db: Database, path: PathBuf) -> Result<StoreFile, StoreError> {
         let mirror = Mirror::new(path);
         let mut txn = db
             .begin_write()

@@ -61,6 +61,7 @@ mod actor;
 mod error;
 mod file;
 mod mirror;
+pub mod power_loss;
 mod types;
 mod unit;
 mod writer;
