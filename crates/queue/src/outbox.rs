@@ -214,6 +214,31 @@ impl Outbox {
         Ok(Batch::from_changes(changes))
     }
 
+    /// Up to `limit` pending changes of every zone, in sending order (for inspection: diagnostics,
+    /// the command-line tool, tests). Parked changes are not pending. Removes nothing.
+    pub fn pending(
+        &self,
+        txn: &impl TxnRead,
+        limit: usize,
+    ) -> Result<Vec<QueuedChange>, QueueError> {
+        let pending = self.st(txn.table(PENDING))?;
+        let mut changes = Vec::new();
+        for item in self.st(pending.iter())? {
+            if changes.len() >= limit {
+                break;
+            }
+            let (_, value) = self.st(item)?;
+            let entry = self.decode_entry(value.value())?;
+            let wire_len = entry.change.wire_len();
+            changes.push(QueuedChange {
+                seq: entry.seq,
+                change: entry.change,
+                wire_len,
+            });
+        }
+        Ok(changes)
+    }
+
     /// Removes the record's pending change if it is still version `seq`; returns whether it did. A
     /// record changed since (a newer version) or parked is left alone.
     ///

@@ -21,8 +21,16 @@ impl StoreFile {
     /// Blocking (file I/O, a repair after a crash): call it from a blocking thread, or use
     /// [`StoreFile::open_async`]. A file that is not a skysync store, is damaged, or has a newer
     /// format is a typed error naming the file.
+    ///
+    /// A new file is created whole or not at all: it is built under a temporary name beside the
+    /// target, set up and synced, then renamed into place (and the directory synced). A crash or
+    /// power loss while creating leaves at most a temporary file, which the next open discards;
+    /// the target is never a half-created file that would be refused as corrupt at every start.
     pub fn open(path: impl AsRef<Path>) -> Result<StoreFile, StoreError> {
         let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            create_whole(&path)?;
+        }
         let db = Database::create(&path).map_err(|e| open_error(&path, e.into()))?;
         StoreFile::set_up(db, path)
     }
@@ -111,4 +119,34 @@ fn open_error(path: &Path, error: redb::Error) -> StoreError {
         },
         other => storage_error(path, other),
     }
+}
+
+/// The name a new store file is built under before it is renamed into place.
+pub(crate) fn creating_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".creating");
+    PathBuf::from(name)
+}
+
+/// Creates a new store file at `path` atomically: set up under [`creating_name`], synced, renamed
+/// into place, directory synced. A leftover temporary file of an earlier, interrupted creation is
+/// discarded first.
+fn create_whole(path: &Path) -> Result<(), StoreError> {
+    let io_error = |e: std::io::Error| storage_error(path, redb::Error::Io(e));
+    let temporary = creating_name(path);
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(e)),
+    }
+    let db = Database::create(&temporary).map_err(|e| open_error(&temporary, e.into()))?;
+    // Tables and format version, in one durable commit; then close the file.
+    drop(StoreFile::set_up(db, temporary.clone())?);
+    std::fs::rename(&temporary, path).map_err(io_error)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error)?;
+    }
+    Ok(())
 }
