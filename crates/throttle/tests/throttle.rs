@@ -187,6 +187,39 @@ async fn a_throttle_below_the_ceiling_measures_the_capacity_from_what_was_answer
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_window_spent_waiting_out_a_retry_after_probes_again_sooner() {
+    // After an 80 s retryAfter, five starts are answered and the sixth is throttled: the
+    // answered rate (6 over about 85 s) may be far too low (the server's burst allowance can
+    // overflow during such a wait), so the next probe comes after 90 s, not after 100
+    // requests at that rate (about 1400 s).
+    let mut throttle = Throttle::new(&exact()).unwrap();
+    slow_start_then_throttle(&mut throttle, 8, Some(80)).await;
+    for _ in 0..5 {
+        attempt(&mut throttle, "a", Outcome::Success).await;
+    }
+    attempt(&mut throttle, "a", throttled(Some(1))).await;
+    let ceiling = throttle.rate_controller().ceiling().unwrap();
+    assert!(ceiling < 0.1, "{ceiling}");
+    assert_eq!(
+        throttle.rate_controller().probing_period(),
+        Some(Duration::from_secs(90))
+    );
+    // A window that was mostly work keeps the full period of 100 requests.
+    let mut steady = Throttle::new(&exact()).unwrap();
+    slow_start_then_throttle(&mut steady, 8, Some(1)).await;
+    for _ in 0..5 {
+        attempt(&mut steady, "a", Outcome::Success).await;
+    }
+    attempt(&mut steady, "a", throttled(Some(1))).await;
+    let ceiling = steady.rate_controller().ceiling().unwrap();
+    let period = steady.rate_controller().probing_period().unwrap();
+    assert!(
+        close(period.as_secs_f64(), 100.0 / ceiling, 1e-6),
+        "{period:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn recovery_is_cubic_flat_at_the_ceiling_and_probes_above_it_after_the_period() {
     // A known ceiling of 10 per second: probing period max(90 s, 100 / 10) = 90 s.
     let memory = PacingMemory {
