@@ -60,6 +60,8 @@ struct Epoch {
     ceiling: f64,
     /// The probing period `τ` in seconds: the rate is back at the ceiling `τ` after the throttle.
     period: f64,
+    /// The fraction of the ceiling the rate restarted from.
+    start: f64,
 }
 
 /// `at + by`, saturating: if the clock cannot represent it, the furthest instant it can (found
@@ -100,6 +102,22 @@ const WAIT_DOMINATED: f64 = 0.5;
 /// waiting, its timer just fired late.
 const WAKE_SLACK: Duration = Duration::from_millis(5);
 
+/// The weight of the latest interval in the smoothed interval between starts.
+const USED_SMOOTHING: f64 = 0.125;
+
+/// Starts that came at less than this fraction of the pacing rate were held back by the round
+/// trip, not by the pacing: a throttle then reads the rate actually used.
+const ROUND_TRIP_BOUND: f64 = 0.9;
+
+/// After a throttle whose window was mostly a wait (an uncertain estimate), the rate restarts
+/// at this fraction of the ceiling.
+const UNCERTAIN_RESTART: f64 = 0.5;
+
+/// After a probe climbed far above a ceiling that was too low, the new ceiling is at least this
+/// fraction of the throttled rate (which overshoots the capacity by what the server's burst
+/// allowance hid).
+const PROBE_FLOOR: f64 = 0.85;
+
 /// The longest an operation in flight counts as busy time without being reported.
 const MAX_IN_FLIGHT: Duration = Duration::from_secs(120);
 
@@ -121,15 +139,30 @@ fn seconds(secs: f64) -> Duration {
 ///
 /// * **Slow start.** From `initial_rate` (or a ceiling restored from a previous run), the rate
 ///   doubles every `slow_start_doubling` accepted operations until the first throttle.
-/// * **On a throttle** the learned ceiling `C` becomes the lower of the rate that was
-///   throttled and the rate actually answered since the previous throttle,
-///   `(answered + 1) / busy time` (the `+ 1` counts the throttled request itself, which found
-///   the server only just out of capacity). The rate restarts at `restart_fraction · C`.
+/// * **On a throttle** a learned ceiling `C` is set from two measurements: the *throttled
+///   rate* (the pacing rate, or the rate actually used when the round trip held the starts
+///   back) and the *answered rate* since the previous throttle, `(answered + 1) / busy time`
+///   (the `+ 1` counts the throttled request, which found the server only just out of
+///   capacity). Which one says more depends on where the throttle came:
+///   - in slow start, the answered rate, but at least half the throttled rate (as TCP's slow
+///     start: a burst allowance can hide the capacity until far above it);
+///   - at or below the old ceiling, the answered rate: the capacity is lower, and the client
+///     ran near or above it since the server was last out of capacity, so it is measured;
+///   - while probing above the old ceiling, the capacity lies between the two: at least a
+///     quarter of the way up from the old ceiling to the throttled rate, and at least 0.85 of
+///     the throttled rate when the probe climbed far above a ceiling that was too low.
+///
+///   `C` never exceeds the throttled rate. The rate restarts at `restart_fraction · C`.
 /// * **Recovery and probing** follow a cubic in busy time `t` since the throttle, as TCP CUBIC
 ///   does: `r(t) = C · (1 + (1 − restart_fraction) · ((t − τ)/τ)³)`, with the probing period
 ///   `τ = max(probe_interval, probe_requests / C)`. The rate climbs fast, flattens at `C` around
 ///   `t = τ`, and only then rises above it, slowly at first. At a steady capacity this costs at
 ///   most about one throttle per probing period.
+/// * **Uncertain windows.** When the window since the previous throttle was mostly a wait for
+///   the server's `retryAfter`, the answered rate may be far off either way (a burst allowance
+///   that overflowed during a long wait; a short window after it). The rate then restarts at
+///   half of `C` and the probing period is `probe_interval` alone, so that the next window is
+///   long enough to measure and comes soon.
 /// * **Only throttles lower the rate.** Transient and offline failures leave it alone.
 /// * **Growth needs use.** The rate never grows past twice the rate the caller actually
 ///   started operations at, so a client held back by its round trip or by having nothing to
@@ -157,6 +190,7 @@ pub struct RateController {
     last_report: Option<Instant>,
     interval_factor: f64,
     used_rate: Option<f64>,
+    used_interval: Option<f64>,
     window_busy_at: f64,
     window_answered: u64,
     window_waited: f64,
@@ -184,6 +218,7 @@ impl RateController {
             last_report: None,
             interval_factor: 1.0,
             used_rate: None,
+            used_interval: None,
             window_busy_at: 0.0,
             window_answered: 0,
             window_waited: 0.0,
@@ -205,6 +240,7 @@ impl RateController {
                 busy_at: -period,
                 ceiling,
                 period,
+                start: controller.restart_fraction,
             });
             controller.rate = ceiling;
         }
@@ -312,7 +348,7 @@ impl RateController {
     /// The rate the cubic asks for at busy time `busy`, within `[min_rate, max_rate]`.
     fn curve(&self, epoch: &Epoch, busy: f64) -> f64 {
         let x = (busy - epoch.busy_at - epoch.period) / epoch.period;
-        self.clamp(epoch.ceiling * (1.0 + (1.0 - self.restart_fraction) * x * x * x))
+        self.clamp(epoch.ceiling * (1.0 + (1.0 - epoch.start) * x * x * x))
     }
 
     /// Moves the rate towards `target`; a rise stops at twice the rate actually used (once
@@ -346,6 +382,10 @@ impl RateController {
                 let gap = now.saturating_duration_since(start).as_secs_f64();
                 if gap > 0.0 {
                     self.used_rate = Some(1.0 / gap);
+                    self.used_interval = Some(
+                        self.used_interval
+                            .map_or(gap, |mean| mean + USED_SMOOTHING * (gap - mean)),
+                    );
                 }
             }
             let busy = self.busy_at(now, retry_after);
@@ -387,7 +427,15 @@ impl RateController {
         let window = (busy - self.window_busy_at).max(1e-3);
         // The answered count stays far below 2^53, so the conversion is exact.
         let answered = (self.window_answered as f64 + 1.0) / window;
-        let throttled = self.rate;
+        // The rate the server saw: the pacing rate, unless the round trip clearly held the
+        // starts back (then the rate actually used). Not in slow start, where the rate grows
+        // too fast for a smoothed interval to keep up.
+        let throttled = match self.used_interval {
+            Some(mean) if self.epoch.is_some() && 1.0 / mean < ROUND_TRIP_BOUND * self.rate => {
+                1.0 / mean
+            }
+            _ => self.rate,
+        };
         let estimate = match self.epoch {
             // The rate climbed from far below the capacity: the answered rate is dragged down
             // by the slow early part, and the throttled rate may be far above the capacity
@@ -406,26 +454,28 @@ impl RateController {
             // above an old ceiling that was too low.
             Some(epoch) => answered
                 .max(epoch.ceiling + PROBE_GAIN * (throttled - epoch.ceiling))
-                .max(self.restart_fraction * throttled),
+                .max(PROBE_FLOOR * throttled),
         };
         let ceiling = self.clamp(estimate.min(throttled));
         // A window spent mostly waiting out the server's `retryAfter` says little: the
-        // server's burst allowance may have overflowed during the wait, so the answered rate
-        // may be far too low. Probe again after `probe_interval` alone, not after
-        // `probe_requests` at a rate that may be wrong. Steady-state windows are long and
-        // keep the full period.
-        let period = if self.window_waited >= WAIT_DOMINATED * window {
-            self.probe_interval
+        // answered rate may be far too low (the server's burst allowance may have overflowed
+        // during the wait) or far too high (a short window after a long wait). Probe again
+        // after `probe_interval` alone, not after `probe_requests` at a rate that may be wrong.
+        // Steady-state windows are long and keep the full period.
+        // Restart lower too, so that the next window is long enough to measure.
+        let (period, start) = if self.window_waited >= WAIT_DOMINATED * window {
+            (self.probe_interval, UNCERTAIN_RESTART)
         } else {
-            self.period(ceiling)
+            (self.period(ceiling), self.restart_fraction)
         };
         self.ceiling = Some(ceiling);
         self.epoch = Some(Epoch {
             busy_at: busy,
             ceiling,
             period,
+            start,
         });
-        self.rate = self.clamp(self.restart_fraction * ceiling);
+        self.rate = self.clamp(start * ceiling);
         self.window_busy_at = busy;
         self.window_answered = 0;
         self.window_waited = 0.0;

@@ -494,6 +494,20 @@ fn against_the_cloudkit_profile_goodput_is_high_and_throttles_rare() {
 }
 
 #[test]
+fn warm_up_after_a_large_burst_allowance_converges_without_a_lockout() {
+    // Slow start runs far past R = 0.5 before a burst of 20 runs out; the ceiling must come
+    // down in few enough throttles that the server's "10 throttles within 10 minutes" rule
+    // never fires, also with a 200 ms round trip.
+    for seed in 1..=3 {
+        let mut config = SimConfig::new(0.5, 20, 400, seed);
+        config.server.latency = Duration::from_millis(200);
+        let mut policy = SkysyncPolicy::new(&skysync_config(seed)).unwrap();
+        let row = run_policy(&config, &mut policy).unwrap();
+        assert_eq!(row.lockouts, 0, "seed {seed}: {row:?}");
+    }
+}
+
+#[test]
 fn transient_failures_do_not_lower_the_learned_ceiling() {
     // One request in ten fails with INTERNAL_ERROR (no token spent): the throttle backs off
     // on its own, but the capacity it learns is the server's.
