@@ -10,12 +10,15 @@
 //! cargo run -p skysync-throttle --release --example simulate -- --grid
 //! # the CloudKit profile over three rates × 3 seeds
 //! cargo run -p skysync-throttle --release --example simulate -- --grid --cloudkit
+//! # both grids, one after the other (what `cargo xtask bench throttle` runs)
+//! cargo run -p skysync-throttle --release --example simulate -- --all-grids
 //! ```
 //!
 //! Options: `--rate R` (requests per second the server sustains, default 10), `--burst B`
 //! (default 20), `--work W` (requests to get accepted, default 20000), `--seed S` (default 1),
 //! `--latency-ms L` (mean round trip, default 20, or 1000 with `--cloudkit`), `--cloudkit` (the
-//! realistic CloudKit profile), `--grid` (the whole grid; `--latency-ms` still applies).
+//! realistic CloudKit profile), `--grid` (the whole grid; `--latency-ms` still applies), `--all-grids` (the standard grid, then
+//! the CloudKit one).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -23,17 +26,17 @@ use std::time::Duration;
 
 use skysync_throttle::simulation::{GridSpec, ServerConfig, SimConfig, compare_policies, run_grid};
 
-const USAGE: &str = "usage: simulate [--grid] [--cloudkit] [--rate R] [--burst B] [--work W] [--seed S] [--latency-ms L]";
+const USAGE: &str = "usage: simulate [--grid | --all-grids] [--cloudkit] [--rate R] [--burst B] [--work W] [--seed S] [--latency-ms L]";
 
 /// What to run.
 enum Task {
     One(SimConfig),
-    Grid(GridSpec),
+    Grids(Vec<GridSpec>),
 }
 
 fn parse_args() -> Result<Task, String> {
     let (mut rate, mut burst, mut work, mut seed) = (None, None, 20_000, 1);
-    let (mut latency, mut grid, mut cloudkit) = (None, false, false);
+    let (mut latency, mut grid, mut cloudkit, mut all_grids) = (None, false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -44,6 +47,10 @@ fn parse_args() -> Result<Task, String> {
             }
             "--cloudkit" => {
                 cloudkit = true;
+                continue;
+            }
+            "--all-grids" => {
+                all_grids = true;
                 continue;
             }
             _ => {}
@@ -65,6 +72,12 @@ fn parse_args() -> Result<Task, String> {
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
+    if all_grids {
+        return Ok(Task::Grids(vec![
+            GridSpec::standard(),
+            GridSpec::cloudkit(),
+        ]));
+    }
     if grid {
         let mut spec = if cloudkit {
             GridSpec::cloudkit()
@@ -74,7 +87,7 @@ fn parse_args() -> Result<Task, String> {
         if let Some(latency) = latency {
             spec.server.latency = latency;
         }
-        return Ok(Task::Grid(spec));
+        return Ok(Task::Grids(vec![spec]));
     }
     let mut server = if cloudkit {
         ServerConfig::cloudkit(rate.unwrap_or(0.08))
@@ -101,7 +114,11 @@ fn main() -> ExitCode {
     };
     let table = match task {
         Task::One(config) => compare_policies(&config).map(|table| table.to_string()),
-        Task::Grid(spec) => run_grid(&spec).map(|grid| grid.to_string()),
+        Task::Grids(specs) => specs
+            .iter()
+            .map(|spec| run_grid(spec).map(|grid| grid.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|tables| tables.join("\n")),
     };
     match table {
         Ok(table) => match write!(std::io::stdout().lock(), "{table}") {
