@@ -1,16 +1,17 @@
 //! The throttle as a ractor actor behind a cloneable handle.
 
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use governor::clock::Clock;
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RactorErr, RpcReplyPort, call_t};
+use skysync_model::PacingMemory;
 use tokio::time::Instant;
 
 use crate::config::ThrottleConfig;
 use crate::error::{Result, ThrottleError};
-use crate::outcome::Outcome;
+use crate::outcome::{OperationId, Outcome};
 use crate::quota::TokioClock;
 use crate::retry::RetryVerdict;
 use crate::throttle::{Permit, Throttle, ThrottleDiagnostics};
@@ -26,18 +27,25 @@ pub const DEFAULT_ACQUIRE_ROUNDS: u32 = 64;
 /// The throttle actor's interface: every request it answers.
 #[derive(Debug)]
 pub enum ThrottleMessage {
-    /// May the next operation go now? Answers [`Permit`]; never sleeps in the actor.
+    /// May the next operation start now? Answers [`Permit`]; never sleeps in the actor.
     Permit(RpcReplyPort<Permit>),
-    /// The outcome of the operation that just ended; answers the retry verdict.
-    Report(Outcome, RpcReplyPort<RetryVerdict>),
-    /// Start counting retries afresh for a new operation.
-    BeginOperation(RpcReplyPort<()>),
+    /// How an attempt of an operation ended; answers that operation's retry verdict.
+    Report(OperationId, Outcome, RpcReplyPort<RetryVerdict>),
+    /// Drop the retry count of an operation (split, parked, abandoned).
+    ForgetOperation(OperationId, RpcReplyPort<()>),
+    /// Drop every retry count (a resume from a halt).
+    ClearRetries(RpcReplyPort<()>),
+    /// The platform says the network is back: end the offline probing wait.
+    NetworkAvailable(RpcReplyPort<()>),
     /// A snapshot for diagnostics.
     Diagnostics(RpcReplyPort<ThrottleDiagnostics>),
+    /// What to save in the store: the learned ceiling and a pending `retryAfter` deadline.
+    Memory(RpcReplyPort<PacingMemory>),
 }
 
-/// The actor that owns a [`Throttle`]; reads tokio's clock for `now` on each message.
-/// Spawn it through [`ThrottleHandle::spawn`] (or `spawn_with_clock` / `spawn_linked`).
+/// The actor that owns a [`Throttle`]; reads tokio's clock (and, for [`PacingMemory`], the
+/// wall clock) for `now` on each message. Spawn it through [`ThrottleHandle::spawn`] (or
+/// `spawn_with_clock` / `spawn_linked`).
 pub struct ThrottleActor<C>(PhantomData<fn() -> C>);
 
 impl<C> Default for ThrottleActor<C> {
@@ -75,15 +83,26 @@ where
             ThrottleMessage::Permit(reply) => {
                 let _ = reply.send(throttle.permit(now));
             }
-            ThrottleMessage::Report(outcome, reply) => {
-                let _ = reply.send(throttle.report(now, &outcome));
+            ThrottleMessage::Report(operation, outcome, reply) => {
+                let _ = reply.send(throttle.report(now, &operation, &outcome));
             }
-            ThrottleMessage::BeginOperation(reply) => {
-                throttle.begin_operation();
+            ThrottleMessage::ForgetOperation(operation, reply) => {
+                throttle.forget_operation(&operation);
+                let _ = reply.send(());
+            }
+            ThrottleMessage::ClearRetries(reply) => {
+                throttle.clear_retries();
+                let _ = reply.send(());
+            }
+            ThrottleMessage::NetworkAvailable(reply) => {
+                throttle.network_available();
                 let _ = reply.send(());
             }
             ThrottleMessage::Diagnostics(reply) => {
                 let _ = reply.send(throttle.diagnostics(now));
+            }
+            ThrottleMessage::Memory(reply) => {
+                let _ = reply.send(throttle.memory(now, SystemTime::now()));
             }
         }
         Ok(())
@@ -92,8 +111,10 @@ where
 
 /// A cloneable handle to a running throttle actor, with typed async methods.
 ///
-/// All clones talk to the same throttle. Every call carries a timeout
-/// ([`DEFAULT_CALL_TIMEOUT`] unless changed with [`ThrottleHandle::with_call_timeout`]).
+/// All clones talk to the same throttle. Every call goes through one private method that
+/// carries the timeout ([`DEFAULT_CALL_TIMEOUT`] unless changed with
+/// [`ThrottleHandle::with_call_timeout`]) and maps a missing answer to
+/// [`ThrottleError::Unavailable`].
 #[derive(Debug, Clone)]
 pub struct ThrottleHandle {
     actor: ActorRef<ThrottleMessage>,
@@ -108,36 +129,62 @@ fn unavailable(request: &'static str, err: RactorErr<ThrottleMessage>) -> Thrott
     ThrottleError::Unavailable { request, reason }
 }
 
+fn spawn_failed(err: impl std::fmt::Display) -> ThrottleError {
+    ThrottleError::Spawn {
+        reason: err.to_string(),
+    }
+}
+
+/// The throttle to start from: a restored one if the store had something saved, else a fresh
+/// one.
+fn starting_throttle<C: Clock>(
+    config: &ThrottleConfig,
+    clock: C,
+    memory: Option<&PacingMemory>,
+) -> Result<Throttle<C>> {
+    match memory {
+        Some(memory) => Throttle::restore(config, clock, memory, Instant::now(), SystemTime::now()),
+        None => Throttle::with_clock(config, clock),
+    }
+}
+
 impl ThrottleHandle {
-    /// Spawns an unnamed throttle actor on tokio's clock. Answers
-    /// [`ThrottleError::InvalidConfig`] before spawning anything if the config is out of range.
-    pub async fn spawn(config: &ThrottleConfig) -> Result<(Self, JoinHandle<()>)> {
-        Self::spawn_with_clock(config, TokioClock).await
+    /// Spawns an unnamed throttle actor on tokio's clock, starting from `memory` if the store
+    /// had one saved ([`ThrottleHandle::memory`]): the learned ceiling, and a `retryAfter`
+    /// deadline still to wait out. Answers [`ThrottleError::InvalidConfig`] before spawning
+    /// anything if the config is out of range.
+    pub async fn spawn(
+        config: &ThrottleConfig,
+        memory: Option<&PacingMemory>,
+    ) -> Result<(Self, JoinHandle<()>)> {
+        Self::spawn_with_clock(config, TokioClock, memory).await
     }
 
-    /// Spawns an unnamed throttle actor whose quota runs on `clock`.
+    /// Spawns an unnamed throttle actor whose quota runs on `clock`, starting from `memory`.
     pub async fn spawn_with_clock<C>(
         config: &ThrottleConfig,
         clock: C,
+        memory: Option<&PacingMemory>,
     ) -> Result<(Self, JoinHandle<()>)>
     where
         C: Clock + Send + Sync + 'static,
     {
-        let throttle = Throttle::with_clock(config, clock)?;
+        let throttle = starting_throttle(config, clock, memory)?;
         let (actor, join) = Actor::spawn(None, ThrottleActor::<C>::default(), throttle)
             .await
-            .map_err(|err| ThrottleError::Spawn {
-                reason: err.to_string(),
-            })?;
+            .map_err(spawn_failed)?;
         Ok((Self::from_actor(actor), join))
     }
 
-    /// Spawns an unnamed throttle actor on tokio's clock, supervised by `supervisor`.
+    /// Spawns an unnamed throttle actor on tokio's clock, starting from `memory`, supervised
+    /// by `supervisor`.
     pub async fn spawn_linked(
         config: &ThrottleConfig,
+        memory: Option<&PacingMemory>,
         supervisor: ActorCell,
     ) -> Result<(Self, JoinHandle<()>)> {
-        Self::spawn_linked_from(Throttle::new(config)?, supervisor).await
+        let throttle = starting_throttle(config, TokioClock, memory)?;
+        Self::spawn_linked_from(throttle, supervisor).await
     }
 
     /// Spawns an unnamed throttle actor that continues from `throttle`, supervised by
@@ -145,8 +192,9 @@ impl ThrottleHandle {
     ///
     /// A supervisor restarting a throttle that stopped cleanly finds its last [`Throttle`] in
     /// `SupervisionEvent::ActorTerminated` (take it with
-    /// `BoxedState::take::<Throttle<C>>()`) and hands it back here, so that the delay, the
-    /// server's `retryAfter` deadline and the retry count survive the restart.
+    /// `BoxedState::take::<Throttle<C>>()`) and hands it back here, so that the rate, the
+    /// server's `retryAfter` deadline and the retry counts survive the restart. One that
+    /// failed left no state: restart it from the last saved [`PacingMemory`] instead.
     pub async fn spawn_linked_from<C>(
         throttle: Throttle<C>,
         supervisor: ActorCell,
@@ -157,9 +205,7 @@ impl ThrottleHandle {
         let (actor, join) =
             Actor::spawn_linked(None, ThrottleActor::<C>::default(), throttle, supervisor)
                 .await
-                .map_err(|err| ThrottleError::Spawn {
-                    reason: err.to_string(),
-                })?;
+                .map_err(spawn_failed)?;
         Ok((Self::from_actor(actor), join))
     }
 
@@ -182,15 +228,21 @@ impl ThrottleHandle {
         &self.actor
     }
 
-    fn timeout_ms(&self) -> u64 {
-        u64::try_from(self.call_timeout.as_millis()).unwrap_or(u64::MAX)
+    /// Every request to the actor goes through here: one call, with the timeout, a missing
+    /// answer mapped to [`ThrottleError::Unavailable`] naming `request`.
+    async fn call<T: Send + 'static>(
+        &self,
+        request: &'static str,
+        build: impl FnOnce(RpcReplyPort<T>) -> ThrottleMessage,
+    ) -> Result<T> {
+        let timeout_ms = u64::try_from(self.call_timeout.as_millis()).unwrap_or(u64::MAX);
+        call_t!(self.actor, build, timeout_ms).map_err(|err| unavailable(request, err))
     }
 
-    /// May the next operation go now? [`Permit::Granted`], or the instant to wait for. The
+    /// May the next operation start now? [`Permit::Granted`], or the instant to wait for. The
     /// caller does the waiting (see [`ThrottleHandle::acquire`]); the actor never sleeps.
     pub async fn permit(&self) -> Result<Permit> {
-        call_t!(self.actor, ThrottleMessage::Permit, self.timeout_ms())
-            .map_err(|err| unavailable("permit", err))
+        self.call("permit", ThrottleMessage::Permit).await
     }
 
     /// Waits (in the caller's task) until a permit is granted, and answers how long that took.
@@ -215,33 +267,46 @@ impl ThrottleHandle {
         }
     }
 
-    /// Reports how the dispatched operation ended; answers whether to retry it or that it is
+    /// Reports how an attempt of `operation` ended; answers whether to retry it or that it is
     /// exhausted.
-    pub async fn report(&self, outcome: Outcome) -> Result<RetryVerdict> {
-        call_t!(
-            self.actor,
-            ThrottleMessage::Report,
-            self.timeout_ms(),
-            outcome
-        )
-        .map_err(|err| unavailable("report", err))
+    pub async fn report(&self, operation: OperationId, outcome: Outcome) -> Result<RetryVerdict> {
+        self.call("report", |reply| {
+            ThrottleMessage::Report(operation, outcome, reply)
+        })
+        .await
     }
 
-    /// Starts counting retries afresh for a new operation.
-    pub async fn begin_operation(&self) -> Result<()> {
-        call_t!(
-            self.actor,
-            ThrottleMessage::BeginOperation,
-            self.timeout_ms()
-        )
-        .map_err(|err| unavailable("begin_operation", err))
+    /// Drops the retry count of `operation` (it was split, parked or abandoned).
+    pub async fn forget_operation(&self, operation: OperationId) -> Result<()> {
+        self.call("forget_operation", |reply| {
+            ThrottleMessage::ForgetOperation(operation, reply)
+        })
+        .await
     }
 
-    /// A snapshot of the throttle: delay, next permitted instant, retry count and its error,
-    /// and the `retryAfter` deadline.
+    /// Drops every retry count (a resume from a halt).
+    pub async fn clear_retries(&self) -> Result<()> {
+        self.call("clear_retries", ThrottleMessage::ClearRetries)
+            .await
+    }
+
+    /// Tells the throttle the network is back, ending the offline probing wait.
+    pub async fn network_available(&self) -> Result<()> {
+        self.call("network_available", ThrottleMessage::NetworkAvailable)
+            .await
+    }
+
+    /// A snapshot of the throttle: rate, ceiling, next permitted start and why it waits, the
+    /// current operation's retry count and its error, the `retryAfter` deadline.
     pub async fn diagnostics(&self) -> Result<ThrottleDiagnostics> {
-        call_t!(self.actor, ThrottleMessage::Diagnostics, self.timeout_ms())
-            .map_err(|err| unavailable("diagnostics", err))
+        self.call("diagnostics", ThrottleMessage::Diagnostics).await
+    }
+
+    /// What to save in the store's sync metadata now: the learned ceiling and the pending
+    /// `retryAfter` deadline as wall-clock time. Hand it to [`ThrottleHandle::spawn`] after a
+    /// restart.
+    pub async fn memory(&self) -> Result<PacingMemory> {
+        self.call("memory", ThrottleMessage::Memory).await
     }
 
     /// Asks the actor to stop; calls made afterwards answer [`ThrottleError::Unavailable`].

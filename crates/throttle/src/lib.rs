@@ -1,37 +1,47 @@
 //! Pacing between CloudKit operations for skysync.
 //!
-//! The session holds one operation in flight and asks the throttle before dispatching the
-//! next. The throttle combines:
+//! The session holds one operation in flight and asks the throttle before starting the next.
+//! The throttle combines:
 //!
-//! * an adaptive pacing delay `d` in `[d_min, d_max]` (defaults 0.25 s and 600 s): a
-//!   throttle-class failure at least doubles it, a success shrinks it by a third, and there is
-//!   no integral term that could wind up ([`PacingController`]);
-//! * the server's `retryAfter` as a hard deadline, and jitter so that devices spread apart;
-//! * per-operation retry counting, exhausted after `max_attempts` failures ([`RetryBudget`]);
-//! * a governor quota as a hard cap on the request rate, whatever the controller says.
+//! * a **rate** in operation starts per second, measured start to start, that learns the
+//!   server's capacity instead of oscillating around it ([`RateController`]): slow start until
+//!   the first throttle, then a learned ceiling, a cubic climb back to it and rare probes above
+//!   it, so that a steady state costs at most about one throttle per probing period;
+//! * the server's `retryAfter` as a hard deadline, plus jitter so that devices spread apart;
+//! * separate capped exponential backoffs for transient failures and offline probing, which
+//!   leave the learned rate alone ([`Backoff`]);
+//! * retry counting per operation, exhausted after `max_attempts` counted failures
+//!   ([`RetryBudget`]); offline is never counted;
+//! * a governor quota as a hard cap on the request rate, above any rate the controller reaches;
+//! * a [`PacingMemory`](skysync_model::PacingMemory) to save in the store and restore from, so
+//!   that a restart neither relearns the rate nor starts during a penalty.
 //!
 //! [`Throttle`] is the plain state machine (time passed in); [`ThrottleHandle`] runs it as a
-//! ractor actor. [`simulation`] replays skysync's policy against CloudSyncSession's two
-//! policies and a naive client on the same simulated server.
+//! ractor actor. [`simulation`] measures it against CloudSyncSession's two policies, the law
+//! it replaced and a naive client on the same simulated server.
 //!
 //! ```
 //! use std::time::Duration;
-//! use skysync_throttle::{Outcome, Permit, RetryVerdict, Throttle, ThrottleConfig};
+//! use skysync_throttle::{OperationId, Outcome, Permit, RetryVerdict, Throttle, ThrottleConfig, WaitCause};
 //! use tokio::time::Instant;
 //!
 //! let config = ThrottleConfig { seed: Some(7), ..ThrottleConfig::default() };
 //! let mut throttle = Throttle::new(&config)?;
+//! let send = OperationId::new("send zone Notes");
 //! let now = Instant::now();
-//! assert_eq!(throttle.permit(now), Permit::Granted); // the first request goes at once
+//! assert_eq!(throttle.permit(now), Permit::Granted); // the first start goes at once
 //!
 //! // The server answers 429 THROTTLED with retryAfter 3 s.
-//! let verdict = throttle.report(now, &Outcome::throttled(Some(Duration::from_secs(3)), "THROTTLED (429)"));
+//! let verdict = throttle.report(now, &send, &Outcome::throttled(Some(Duration::from_secs(3)), "THROTTLED (HTTP 429)"));
 //! assert!(matches!(verdict, RetryVerdict::Retry { failures: 1, .. }));
-//! assert_eq!(throttle.delay(), Duration::from_millis(500)); // doubled from 0.25 s
+//! assert!(throttle.rate_controller().ceiling().is_some()); // a ceiling is learned
 //!
-//! // No permit before the deadline, whatever the delay says.
+//! // No start before the deadline, whatever the rate says.
 //! match throttle.permit(now + Duration::from_secs(1)) {
-//!     Permit::Wait { until, .. } => assert!(until >= now + Duration::from_secs(3)),
+//!     Permit::Wait { until, cause } => {
+//!         assert_eq!(cause, WaitCause::RetryAfter);
+//!         assert!(until >= now + Duration::from_secs(3));
+//!     }
 //!     Permit::Granted => unreachable!("granted before retryAfter"),
 //! }
 //! # Ok::<(), skysync_throttle::ThrottleError>(())
@@ -43,19 +53,25 @@
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), skysync_throttle::ThrottleError> {
 //! use std::time::Duration;
-//! use skysync_throttle::{Outcome, ThrottleConfig, ThrottleHandle};
+//! use skysync_throttle::{OperationId, Outcome, ThrottleConfig, ThrottleHandle, WaitCause};
 //!
-//! let (throttle, _join) = ThrottleHandle::spawn(&ThrottleConfig::default()).await?;
-//! throttle.acquire().await?; // the first request goes at once
-//! throttle.report(Outcome::transient(None, "connection reset")).await?;
+//! // No memory saved yet: slow start.
+//! let (throttle, _join) = ThrottleHandle::spawn(&ThrottleConfig::default(), None).await?;
+//! throttle.acquire().await?; // the first start goes at once
+//! throttle.report(OperationId::new("batch 1"), Outcome::transient(None, "connection lost")).await?;
+//! let diagnostics = throttle.diagnostics().await?;
+//! assert_eq!(diagnostics.waiting_for, Some(WaitCause::Pacing)); // 2 s at the initial rate
+//! assert_eq!(diagnostics.failures, 1);
 //! let waited = throttle.acquire().await?; // sleeps here, in the caller's task
-//! assert!(waited >= Duration::from_millis(400)); // d = 0.5 s, jitter ±20 %
-//! assert_eq!(throttle.diagnostics().await?.failures, 1);
+//! assert!(waited >= Duration::from_millis(1900));
+//! let saved = throttle.memory().await?; // for the store's sync metadata
+//! assert_eq!(saved.ceiling_per_sec, None); // a transient failure teaches no ceiling
 //! # Ok(())
 //! # }
 //! ```
 
 mod actor;
+mod backoff;
 mod config;
 mod error;
 mod outcome;
@@ -68,10 +84,11 @@ mod throttle;
 pub use actor::{
     DEFAULT_ACQUIRE_ROUNDS, DEFAULT_CALL_TIMEOUT, ThrottleActor, ThrottleHandle, ThrottleMessage,
 };
+pub use backoff::Backoff;
 pub use config::{MAX_DELAY_LIMIT, RETRY_AFTER_CAP, ThrottleConfig};
 pub use error::{Result, ThrottleError};
-pub use outcome::{FailureKind, LastError, Outcome};
-pub use pacing::{PacingController, WaitCause};
+pub use outcome::{FailureKind, LastError, OperationId, Outcome};
+pub use pacing::{PacingPhase, RateController, RateSignal, WaitCause};
 pub use quota::{TokioClock, TokioInstant};
-pub use retry::{RetryBudget, RetryVerdict};
+pub use retry::{MAX_TRACKED_OPERATIONS, RetryBudget, RetryVerdict};
 pub use throttle::{Permit, Throttle, ThrottleDiagnostics};

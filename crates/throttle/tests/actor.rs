@@ -1,11 +1,12 @@
 //! The throttle actor, exercised only through its handle, on tokio's paused clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use skysync_model::PacingMemory;
 use skysync_throttle::{
-    Outcome, Permit, RetryVerdict, Throttle, ThrottleConfig, ThrottleError, ThrottleHandle,
-    WaitCause,
+    OperationId, Outcome, PacingPhase, Permit, RetryVerdict, Throttle, ThrottleConfig,
+    ThrottleError, ThrottleHandle, WaitCause,
 };
 use tokio::time::Instant;
 
@@ -16,19 +17,24 @@ fn config(seed: u64) -> ThrottleConfig {
     }
 }
 
+fn op(key: &str) -> OperationId {
+    OperationId::new(key)
+}
+
+fn throttled(retry_after: u64) -> Outcome {
+    Outcome::throttled(
+        Some(Duration::from_secs(retry_after)),
+        "THROTTLED (HTTP 429)",
+    )
+}
+
 #[tokio::test(start_paused = true)]
 async fn permit_is_granted_then_held_back_until_the_retry_after_deadline() {
-    let (throttle, join) = ThrottleHandle::spawn(&config(1)).await.unwrap();
+    let (throttle, join) = ThrottleHandle::spawn(&config(1), None).await.unwrap();
     let start = Instant::now();
     assert_eq!(throttle.permit().await.unwrap(), Permit::Granted);
 
-    let verdict = throttle
-        .report(Outcome::throttled(
-            Some(Duration::from_secs(10)),
-            "THROTTLED (429)",
-        ))
-        .await
-        .unwrap();
+    let verdict = throttle.report(op("send"), throttled(10)).await.unwrap();
     assert_eq!(
         verdict,
         RetryVerdict::Retry {
@@ -36,7 +42,6 @@ async fn permit_is_granted_then_held_back_until_the_retry_after_deadline() {
             remaining: 4
         }
     );
-
     match throttle.permit().await.unwrap() {
         Permit::Wait { until, cause } => {
             assert_eq!(cause, WaitCause::RetryAfter);
@@ -44,7 +49,7 @@ async fn permit_is_granted_then_held_back_until_the_retry_after_deadline() {
         }
         Permit::Granted => panic!("granted inside a 10 s retryAfter"),
     }
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(throttle.permit().await.unwrap(), Permit::Granted);
 
     throttle.stop();
@@ -53,15 +58,10 @@ async fn permit_is_granted_then_held_back_until_the_retry_after_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn acquire_waits_in_the_caller_while_the_actor_keeps_answering() {
-    let (throttle, _join) = ThrottleHandle::spawn(&config(2)).await.unwrap();
+    let (throttle, _join) = ThrottleHandle::spawn(&config(2), None).await.unwrap();
     let start = Instant::now();
-    throttle
-        .report(Outcome::transient(
-            Some(Duration::from_secs(30)),
-            "TRY_AGAIN_LATER (503)",
-        ))
-        .await
-        .unwrap();
+    throttle.acquire().await.unwrap();
+    throttle.report(op("send"), throttled(30)).await.unwrap();
 
     let waiter = {
         let throttle = throttle.clone();
@@ -79,6 +79,7 @@ async fn acquire_waits_in_the_caller_while_the_actor_keeps_answering() {
         diagnostics.retry_after_until,
         Some(start + Duration::from_secs(30))
     );
+    assert_eq!(diagnostics.waiting_for, Some(WaitCause::RetryAfter));
     assert_eq!(diagnostics.failures, 1);
 
     let waited = waiter.await.unwrap().unwrap();
@@ -86,16 +87,16 @@ async fn acquire_waits_in_the_caller_while_the_actor_keeps_answering() {
         waited >= Duration::from_secs(30),
         "acquired after only {waited:?}"
     );
-    assert!(Instant::now() >= start + Duration::from_secs(30));
 }
 
 #[tokio::test(start_paused = true)]
-async fn report_through_the_handle_exhausts_after_five_failures_and_resets_on_success() {
-    let (throttle, _join) = ThrottleHandle::spawn(&config(3)).await.unwrap();
+async fn retries_are_counted_per_operation_through_the_handle() {
+    let (throttle, _join) = ThrottleHandle::spawn(&config(3), None).await.unwrap();
+    let send = op("send batch 1");
     for n in 1..5 {
         assert_eq!(
             throttle
-                .report(Outcome::throttled(None, "THROTTLED"))
+                .report(send.clone(), Outcome::transient(None, "connection lost"))
                 .await
                 .unwrap(),
             RetryVerdict::Retry {
@@ -104,73 +105,115 @@ async fn report_through_the_handle_exhausts_after_five_failures_and_resets_on_su
             }
         );
     }
+    // Another operation succeeds in between; offline attempts of the send are not counted.
+    assert_eq!(
+        throttle
+            .report(op("fetch"), Outcome::Success)
+            .await
+            .unwrap(),
+        RetryVerdict::Succeeded
+    );
+    throttle
+        .report(send.clone(), Outcome::offline("could not connect"))
+        .await
+        .unwrap();
     let last = throttle
-        .report(Outcome::transient(None, "connection reset"))
+        .report(send.clone(), Outcome::transient(None, "connection lost"))
         .await
         .unwrap();
     assert!(matches!(
         last,
-        RetryVerdict::Exhausted { failures: 5, ref last_error } if last_error.detail == "connection reset"
+        RetryVerdict::Exhausted { failures: 5, ref last_error } if last_error.detail == "connection lost"
     ));
     let diagnostics = throttle.diagnostics().await.unwrap();
     assert!(diagnostics.exhausted);
-    assert_eq!(
-        diagnostics.delay,
-        Duration::from_secs(8),
-        "0.25 s doubled five times"
-    );
-    assert_eq!(
-        diagnostics.last_error.map(|e| e.detail),
-        Some("connection reset".to_owned())
-    );
+    assert_eq!(diagnostics.operation, Some(send.clone()));
 
-    assert_eq!(
-        throttle.report(Outcome::Success).await.unwrap(),
-        RetryVerdict::Succeeded
-    );
+    throttle.forget_operation(send.clone()).await.unwrap();
     let diagnostics = throttle.diagnostics().await.unwrap();
     assert_eq!(diagnostics.failures, 0);
     assert!(!diagnostics.exhausted);
+
+    throttle
+        .report(op("other"), Outcome::transient(None, "reset"))
+        .await
+        .unwrap();
+    throttle.clear_retries().await.unwrap();
+    assert_eq!(throttle.diagnostics().await.unwrap().failing_operations, 0);
 }
 
 #[tokio::test(start_paused = true)]
-async fn begin_operation_through_the_handle_resets_the_count() {
-    let (throttle, _join) = ThrottleHandle::spawn(&config(4)).await.unwrap();
-    throttle
-        .report(Outcome::throttled(None, "THROTTLED"))
-        .await
-        .unwrap();
-    throttle
-        .report(Outcome::throttled(None, "THROTTLED"))
-        .await
-        .unwrap();
-    assert_eq!(throttle.diagnostics().await.unwrap().failures, 2);
-    throttle.begin_operation().await.unwrap();
+async fn network_available_ends_the_offline_probing_wait() {
+    let (throttle, _join) = ThrottleHandle::spawn(&config(4), None).await.unwrap();
+    throttle.acquire().await.unwrap();
+    for _ in 0..8 {
+        throttle
+            .report(op("send"), Outcome::offline("could not connect"))
+            .await
+            .unwrap();
+    }
     let diagnostics = throttle.diagnostics().await.unwrap();
-    assert_eq!(diagnostics.failures, 0);
-    assert_eq!(
-        diagnostics.delay,
-        Duration::from_secs(1),
-        "pacing is not reset"
+    assert_eq!(diagnostics.waiting_for, Some(WaitCause::Offline));
+    assert!(diagnostics.next_permitted_at.unwrap() > Instant::now() + Duration::from_secs(30));
+    throttle.network_available().await.unwrap();
+    let waited = throttle.acquire().await.unwrap();
+    assert!(
+        waited <= Duration::from_secs(3),
+        "waited {waited:?} after the network came back"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_goes_to_the_store_and_a_spawn_from_it_waits_out_the_penalty() {
+    let (first, join) = ThrottleHandle::spawn(&config(5), None).await.unwrap();
+    first.acquire().await.unwrap();
+    first.report(op("send"), throttled(600)).await.unwrap();
+    let saved = first.memory().await.unwrap();
+    let ceiling = saved.ceiling_per_sec.expect("a throttle teaches a ceiling");
+    let remaining = saved.remaining_penalty(SystemTime::now());
+    assert!(
+        remaining > Duration::from_secs(590) && remaining <= Duration::from_secs(601),
+        "{remaining:?}"
+    );
+    first.stop();
+    join.await.unwrap();
+
+    // The next run of the engine starts from what the store kept.
+    let started = Instant::now();
+    let (second, _join) = ThrottleHandle::spawn(&config(6), Some(&saved))
+        .await
+        .unwrap();
+    let diagnostics = second.diagnostics().await.unwrap();
+    assert_eq!(diagnostics.ceiling, Some(ceiling));
+    assert_eq!(diagnostics.rate, ceiling);
+    assert_eq!(diagnostics.phase, PacingPhase::Probing);
+    match second.permit().await.unwrap() {
+        Permit::Wait { until, cause } => {
+            assert_eq!(cause, WaitCause::RetryAfter);
+            assert!(until >= started + Duration::from_secs(590), "{until:?}");
+        }
+        Permit::Granted => panic!("a restart during a penalty started at once"),
+    }
+    let nothing_saved = PacingMemory::default();
+    let (third, _join) = ThrottleHandle::spawn(&config(7), Some(&nothing_saved))
+        .await
+        .unwrap();
+    assert_eq!(third.permit().await.unwrap(), Permit::Granted);
 }
 
 #[tokio::test(start_paused = true)]
 async fn clones_of_a_handle_share_one_throttle() {
-    let (first, _join) = ThrottleHandle::spawn(&config(5)).await.unwrap();
+    let (first, _join) = ThrottleHandle::spawn(&config(8), None).await.unwrap();
     let second = first.clone();
-    first
-        .report(Outcome::throttled(None, "THROTTLED"))
-        .await
-        .unwrap();
+    first.report(op("send"), throttled(1)).await.unwrap();
     let seen = second.diagnostics().await.unwrap();
     assert_eq!(seen.failures, 1);
-    assert_eq!(seen.delay, Duration::from_millis(500));
+    assert_eq!(seen.throttles, 1);
 }
 
 #[tokio::test(start_paused = true)]
-async fn calls_to_a_stopped_throttle_answer_unavailable() {
-    let (throttle, join) = ThrottleHandle::spawn(&config(6)).await.unwrap();
+async fn calls_to_a_stopped_throttle_answer_unavailable_naming_the_request() {
+    let (throttle, join) = ThrottleHandle::spawn(&config(9), None).await.unwrap();
     throttle.stop();
     join.await.unwrap();
     match throttle.permit().await {
@@ -178,9 +221,16 @@ async fn calls_to_a_stopped_throttle_answer_unavailable() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(matches!(
-        throttle.report(Outcome::Success).await,
+        throttle.report(op("a"), Outcome::Success).await,
         Err(ThrottleError::Unavailable {
             request: "report",
+            ..
+        })
+    ));
+    assert!(matches!(
+        throttle.memory().await,
+        Err(ThrottleError::Unavailable {
+            request: "memory",
             ..
         })
     ));
@@ -188,10 +238,13 @@ async fn calls_to_a_stopped_throttle_answer_unavailable() {
 
 #[tokio::test(start_paused = true)]
 async fn spawn_refuses_an_invalid_config_with_a_typed_error() {
-    let result = ThrottleHandle::spawn(&ThrottleConfig {
-        max_attempts: 0,
-        ..ThrottleConfig::default()
-    })
+    let result = ThrottleHandle::spawn(
+        &ThrottleConfig {
+            max_attempts: 0,
+            ..ThrottleConfig::default()
+        },
+        None,
+    )
     .await;
     assert!(matches!(
         result,
@@ -204,14 +257,8 @@ async fn spawn_refuses_an_invalid_config_with_a_typed_error() {
 
 #[tokio::test(start_paused = true)]
 async fn acquire_gives_up_when_others_keep_pushing_the_deadline() {
-    let (throttle, _join) = ThrottleHandle::spawn(&config(7)).await.unwrap();
-    throttle
-        .report(Outcome::throttled(
-            Some(Duration::from_secs(5)),
-            "THROTTLED",
-        ))
-        .await
-        .unwrap();
+    let (throttle, _join) = ThrottleHandle::spawn(&config(10), None).await.unwrap();
+    throttle.report(op("a"), throttled(5)).await.unwrap();
     // Another task reports a fresh 5 s retryAfter just before each deadline comes, so the
     // waiter never finds the way clear. Bounded: it stops after 10 pushes.
     let pusher = {
@@ -225,13 +272,7 @@ async fn acquire_gives_up_when_others_keep_pushing_the_deadline() {
                     .next_permitted_at
                     .unwrap();
                 tokio::time::sleep_until(next - Duration::from_millis(1)).await;
-                throttle
-                    .report(Outcome::throttled(
-                        Some(Duration::from_secs(5)),
-                        "THROTTLED",
-                    ))
-                    .await
-                    .unwrap();
+                throttle.report(op("a"), throttled(5)).await.unwrap();
             }
         })
     };
@@ -281,17 +322,11 @@ async fn a_supervisor_can_restart_the_throttle_from_its_last_state() {
     let (sender, mut stopped) = tokio::sync::mpsc::unbounded_channel();
     let (watcher, watcher_join) = ractor::Actor::spawn(None, Watcher, sender).await.unwrap();
 
-    let (throttle, join) = ThrottleHandle::spawn_linked(&config(8), watcher.get_cell())
+    let (throttle, join) = ThrottleHandle::spawn_linked(&config(11), None, watcher.get_cell())
         .await
         .unwrap();
     let start = Instant::now();
-    throttle
-        .report(Outcome::throttled(
-            Some(Duration::from_secs(60)),
-            "THROTTLED (429)",
-        ))
-        .await
-        .unwrap();
+    throttle.report(op("send"), throttled(60)).await.unwrap();
     throttle.stop();
     join.await.unwrap();
 
@@ -300,11 +335,11 @@ async fn a_supervisor_can_restart_the_throttle_from_its_last_state() {
         .await
         .unwrap()
         .expect("the throttle's last state");
-    assert_eq!(last.delay(), Duration::from_millis(500));
+    assert!(last.rate_controller().ceiling().is_some());
     let (restarted, _join) = ThrottleHandle::spawn_linked_from(last, watcher.get_cell())
         .await
         .unwrap();
-    // The server's deadline survived the restart.
+    // The server's deadline and the retry count survived the restart.
     match restarted.permit().await.unwrap() {
         Permit::Wait { until, cause } => {
             assert_eq!(cause, WaitCause::RetryAfter);

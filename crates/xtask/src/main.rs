@@ -43,10 +43,9 @@ const BENCHES: &[Bench] = &[
         name: "throttle",
         package: "skysync-throttle",
         example: "simulate",
-        args: &[
-            "--rate", "10", "--burst", "20", "--work", "20000", "--seed", "1",
-        ],
-        measures: "pacing policies against a simulated throttling server (virtual time)",
+        args: &["--all-grids"],
+        measures: "pacing policies over a grid of simulated server capacities, bursts and seeds, \
+                   and against a CloudKit profile (virtual time)",
     },
 ];
 
