@@ -70,8 +70,11 @@
 //!   data, new for each in-memory server); a token this server's data did not issue for that zone
 //!   (or issued for a deleted incarnation of it) is `CHANGE_TOKEN_EXPIRED` (410), per
 //!   zone in `changes/zone` and for the request in `records/changes` and `changes/database`.
-//!   Tombstones (`{recordName, recordType, deleted: true}`) are kept, so a fetch from no token sees
-//!   deletions too.
+//!   Tombstones (`{recordName, recordType, deleted: true}`) are kept and reported to fetches from a
+//!   token; a fetch from no token (and the rest of its pages) returns the live records only, as
+//!   CloudKit does, so a device that lost its token cannot learn deletions from the feed.
+//! * `resultsLimit` above 200 is taken as 200 (the most records one response carries), with
+//!   `moreComing` telling the client to fetch on.
 //! * `changes/zone` (like `records/changes`) refuses the default zone per zone with `BAD_REQUEST`
 //!   "cannot get changes in default zone"; the change feeds refuse the public database.
 //! * `zones/changes` reports zones created or deleted; `changes/database` reports zones whose records
