@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use skysync_model::ServerErrorCode;
 use skysync_model::wire::ErrorBody;
 
-use crate::reply::{error_reply, json_reply, wrong_method_reply};
+use crate::reply::{error_body_reply_with_status, error_reply, json_reply, wrong_method_reply};
+use crate::time_scale::TimeScale;
 
 /// The longest delay a fault may ask for (five minutes), so that a mistyped delay cannot hang a test
 /// run for hours.
@@ -58,6 +59,7 @@ const MAX_FAULT_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     inner: Arc<Mutex<ArmedFaults>>,
+    time_scale: TimeScale,
 }
 
 #[derive(Debug, Default)]
@@ -260,6 +262,15 @@ impl FaultSpec {
 }
 
 impl Faults {
+    /// An empty fault set whose delays run `time_scale` times faster than real time (a `delayMs`
+    /// is server time, like every duration of the server; see [`crate::time_scale`]).
+    pub fn with_time_scale(time_scale: TimeScale) -> Faults {
+        Faults {
+            inner: Arc::default(),
+            time_scale,
+        }
+    }
+
     /// Arms a fault; it applies to the next `spec.count` matching requests.
     pub fn arm(&self, mut spec: FaultSpec) -> Result<ArmedFault, InvalidFault> {
         spec.operation = spec.operation.trim().trim_matches('/').to_owned();
@@ -469,13 +480,13 @@ pub async fn middleware(State(faults): State<Faults>, request: Request, next: Ne
         "injecting a fault"
     );
     if let Some(delay) = plan.delay {
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(faults.time_scale.real(delay)).await;
     }
     match plan.action {
         FaultAction::Forward => next.run(request).await,
         FaultAction::Error { status, mut body } => {
             body.uuid = Some(uuid::Uuid::new_v4().to_string());
-            json_reply(status, &body)
+            error_body_reply_with_status(status, &body)
         }
         FaultAction::Html { status } => html_reply(status),
         FaultAction::DropConnection => cut_short(next.run(request).await).await,

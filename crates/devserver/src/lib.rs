@@ -107,6 +107,8 @@ pub mod s2s;
 mod server;
 mod state;
 mod subscriptions;
+pub mod throttle_profile;
+pub mod time_scale;
 mod zones;
 
 pub use error::DevServerError;
@@ -129,6 +131,12 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Throttle each user's database as CloudKit does (see [`throttle_profile`]); `None` for no
+    /// such throttling. Its `seed` makes its random draws repeatable.
+    pub throttle_profile: Option<throttle_profile::ThrottleProfile>,
+    /// How many times faster than real time the server's own durations run: the throttle
+    /// profile, the rate limit's second, fault delays and courier timeouts (see [`time_scale`]).
+    pub time_scale: time_scale::TimeScale,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +148,8 @@ impl Default for ServerConfig {
             s2s_keys: Vec::new(),
             api_token: None,
             max_body_bytes: 8 * 1024 * 1024,
+            throttle_profile: None,
+            time_scale: time_scale::TimeScale::REAL,
         }
     }
 }
@@ -168,7 +178,7 @@ impl DevServer {
             })?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let faults = faults::Faults::default();
+        let faults = faults::Faults::with_time_scale(config.time_scale);
         let (router, disk) = server::router(&config, addr, stopped.clone(), faults.clone()).await?;
         let mut signal = stopped;
         let serving = tokio::spawn(async move {

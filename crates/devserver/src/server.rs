@@ -32,6 +32,8 @@ use crate::records::{self, Planned, Writer};
 use crate::reply::{Refusal, error_reply, json_reply, wrong_method_reply};
 use crate::s2s::{DATE_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER, ServerKeys, SignedRequest};
 use crate::state::{CourierOwner, Database, DbKey, Scope, State as Data, Write};
+use crate::throttle_profile::{self, ProfileLimiter, ProfileThrottle};
+use crate::time_scale::{ServerClock, TimeScale};
 use crate::{DevServerError, ServerConfig, changes, subscriptions, zones};
 
 /// A CloudKit endpoint this server knows, by its operation subpath.
@@ -139,6 +141,8 @@ pub(crate) struct App {
     courier: Courier,
     /// Becomes `true` when the server stops (ends long-polls).
     stopped: watch::Receiver<bool>,
+    /// How much faster than real time the server's durations run.
+    time_scale: TimeScale,
 }
 
 type Shared = Arc<App>;
@@ -172,6 +176,7 @@ pub(crate) async fn router(
         disk: disk.clone(),
         courier: Courier::default(),
         stopped,
+        time_scale: config.time_scale,
     });
 
     let mut cloudkit = Router::new()
@@ -186,8 +191,18 @@ pub(crate) async fn router(
         .with_state(Arc::clone(&app));
     if let Some(per_second) = config.rate_limit {
         cloudkit = cloudkit.layer(axum::middleware::from_fn_with_state(
-            RateLimit::new(per_second),
+            RateLimit::scaled(per_second, config.time_scale),
             rate_limit::middleware,
+        ));
+    }
+    if let Some(profile) = &config.throttle_profile {
+        let throttle = ProfileThrottle {
+            limiter: ProfileLimiter::new(profile.clone())?,
+            clock: ServerClock::start(config.time_scale),
+        };
+        cloudkit = cloudkit.layer(axum::middleware::from_fn_with_state(
+            throttle,
+            throttle_profile::middleware,
         ));
     }
     let support = Router::new()
@@ -807,7 +822,10 @@ async fn courier_poll(
     if !app.data.read().await.courier_tokens.contains_key(&token) {
         return Refusal::new(ServerErrorCode::NotFound, "unknown courier token").into_response();
     }
-    let notifications = app.courier.poll(&token, timeout, app.stopped.clone()).await;
+    let notifications = app
+        .courier
+        .poll(&token, app.time_scale.real(timeout), app.stopped.clone())
+        .await;
     json_ok(&CourierPoll { notifications })
 }
 
