@@ -38,6 +38,8 @@
 //! * `/_auth/signin` (GET): the `redirectURL` of `AUTHENTICATION_REQUIRED`; answers
 //!   `{"ckWebAuthToken": "…"}` with a token for a new user.
 //! * `/_dev/faults` (GET lists, POST arms, DELETE clears): fault injection (see [`faults`]).
+//! * `/_dev/item-faults` (GET lists, POST arms, DELETE clears): per-item errors inside
+//!   `records/modify` answers (see [`faults::ItemFaultSpec`]).
 //!
 //! Data is kept per container and environment; each user has a private database, and the public
 //! database is shared by all. There is no sharing: each user's shared database behaves as a second,

@@ -143,6 +143,8 @@ pub(crate) struct App {
     stopped: watch::Receiver<bool>,
     /// How much faster than real time the server's durations run.
     time_scale: TimeScale,
+    /// Armed faults (item faults are applied while planning `records/modify`).
+    faults: Faults,
 }
 
 type Shared = Arc<App>;
@@ -177,6 +179,7 @@ pub(crate) async fn router(
         courier: Courier::default(),
         stopped,
         time_scale: config.time_scale,
+        faults: faults.clone(),
     });
 
     let mut cloudkit = Router::new()
@@ -628,7 +631,7 @@ async fn run_database_endpoint(
                 user,
                 now_ms: now_ms(),
             };
-            app.write(key, |db| records::modify(db, &writer, request))
+            app.write(key, |db| records::modify(db, &writer, request, &app.faults))
                 .await
         }
         Endpoint::RecordsLookup => {
