@@ -40,6 +40,9 @@
 //! * `/_dev/faults` (GET lists, POST arms, DELETE clears): fault injection (see [`faults`]).
 //! * `/_dev/item-faults` (GET lists, POST arms, DELETE clears): per-item errors inside
 //!   `records/modify` answers (see [`faults::ItemFaultSpec`]).
+//! * `/_dev/stats`, `/_dev/stats/{user}`, `/_dev/records/{container}/{environment}/{database}` and
+//!   `/_dev/user`: a view inside for tests: request counters per user and operation (with the most
+//!   requests in flight at once) and every record and tombstone of a database (see [`dev_view`]).
 //!
 //! Data is kept per container and environment; each user has a private database, and the public
 //! database is shared by all. There is no sharing: each user's shared database behaves as a second,
@@ -99,6 +102,7 @@
 pub mod auth;
 mod changes;
 mod courier;
+pub mod dev_view;
 mod error;
 pub mod faults;
 mod persist;
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
 pub struct DevServer {
     addr: SocketAddr,
     faults: faults::Faults,
+    stats: dev_view::RequestStats,
     disk: Option<persist::Disk>,
     stop: tokio::sync::watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -181,7 +186,15 @@ impl DevServer {
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let faults = faults::Faults::with_time_scale(config.time_scale);
-        let (router, disk) = server::router(&config, addr, stopped.clone(), faults.clone()).await?;
+        let stats = dev_view::RequestStats::default();
+        let (router, disk) = server::router(
+            &config,
+            addr,
+            stopped.clone(),
+            faults.clone(),
+            stats.clone(),
+        )
+        .await?;
         let mut signal = stopped;
         let serving = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -195,6 +208,7 @@ impl DevServer {
         Ok(DevServer {
             addr,
             faults,
+            stats,
             disk,
             stop,
             serving,
@@ -214,6 +228,17 @@ impl DevServer {
     /// The server's fault set, to arm faults in process (the same set `/_dev/faults` edits).
     pub fn faults(&self) -> faults::Faults {
         self.faults.clone()
+    }
+
+    /// The server's request counters, to read or reset them in process (the same counters
+    /// `/_dev/stats` shows).
+    pub fn request_stats(&self) -> dev_view::RequestStats {
+        self.stats.clone()
+    }
+
+    /// The view inside this server (`/_dev/stats`, `/_dev/records/…`): its URLs.
+    pub fn dev_view(&self) -> dev_view::DevView {
+        dev_view::DevView::new(self.base_url())
     }
 
     /// Stops accepting, lets in-flight requests finish (open courier long-polls answer at once),
