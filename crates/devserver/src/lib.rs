@@ -90,6 +90,16 @@
 //!   are immediately consistent.
 //! * A wrong method is `405` with a CloudKit body whose code is `BAD_REQUEST`.
 //!
+//! # Throttling
+//!
+//! * [`ServerConfig::rate_limit`]: N requests per second per user, then `429 THROTTLED` (see
+//!   [`rate_limit`]).
+//! * [`ServerConfig::throttle_profile`]: CloudKit's throttling per user's database, with lock-outs for
+//!   clients that come back before their `retryAfter` (see [`throttle_profile`]).
+//! * [`ServerConfig::time_scale`]: every server-side duration runs F times faster; `retryAfter` is
+//!   told in real seconds (see [`time_scale`]).
+//! * Every error body with a `retryAfter` also carries a `Retry-After` header with the same seconds.
+//!
 //! # Storage
 //!
 //! With [`ServerConfig::data_dir`] everything (records with their tags and stamps, tombstones, change
