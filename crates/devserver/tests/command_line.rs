@@ -20,6 +20,8 @@ fn devserver() -> Command {
 
 #[tokio::test]
 async fn the_cloudkit_profile_flag_throttles_the_fourth_save_in_a_row() {
+    // Ten times faster: four saves within a real second are a burst over the pace of one per
+    // 10-15 s (1-1.5 real seconds).
     let mut child = devserver()
         .args([
             "--listen",
@@ -27,7 +29,7 @@ async fn the_cloudkit_profile_flag_throttles_the_fourth_save_in_a_row() {
             "--throttle-profile",
             "cloudkit",
             "--time-scale",
-            "1000",
+            "10",
             "--seed",
             "3",
         ])
@@ -74,11 +76,9 @@ async fn the_cloudkit_profile_flag_throttles_the_fourth_save_in_a_row() {
         .contains(&statuses[3]),
         "{statuses:?}"
     );
-    assert_eq!(
-        retry_after.as_deref(),
-        Some("1"),
-        "80 s at most, 1000 times faster"
-    );
+    // 10-80 s at ten times the speed: 1-8 real seconds.
+    let seconds: u64 = retry_after.expect("a Retry-After header").parse().unwrap();
+    assert!((1..=8).contains(&seconds), "{seconds}");
     child.kill().await.unwrap();
 }
 
