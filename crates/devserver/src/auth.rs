@@ -99,8 +99,8 @@ pub(crate) fn new_web_token() -> String {
     format!("{ROTATED_PREFIX}{digest}.{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The user record name a server-to-server key acts as.
-pub(crate) fn server_key_user(key_id: &str) -> String {
+/// The user record name a server-to-server key acts as (stable across restarts).
+pub fn server_key_user(key_id: &str) -> String {
     let mut digest = hex_digest(&[b"s2s", key_id.as_bytes()]);
     digest.truncate(USER_HEX_DIGITS);
     format!("_{digest}")

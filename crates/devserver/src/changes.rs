@@ -1,9 +1,13 @@
 //! Change feeds: `changes/zone`, `records/changes`, `changes/database` and `zones/changes`.
 //!
 //! A zone's sync token names (zone generation, counter): fetching with it returns the records and
-//! tombstones written after that counter, in counter order, at most `resultsLimit` per page. A token
-//! from an earlier incarnation of the zone, from another zone or database, or that is not one of
-//! this server's tokens at all is answered `CHANGE_TOKEN_EXPIRED`: fetch again without a token.
+//! tombstones written after that counter, in counter order, at most `resultsLimit` per page
+//! (`resultsLimit` above 200 is taken as 200). A fetch from no token returns the live records only,
+//! never tombstones, as CloudKit does; its continuation tokens (while `moreComing`) remember where
+//! it started, so its later pages skip the tombstones written before then too, while deletions made
+//! after it started are reported. A token from an earlier incarnation of the zone, from another zone
+//! or database, or that is not one of this server's tokens at all is answered
+//! `CHANGE_TOKEN_EXPIRED`: fetch again without a token.
 
 use std::ops::Bound;
 
@@ -16,7 +20,9 @@ use skysync_model::wire::{
 
 use crate::records::{desired_keys, page_size, record_output, tombstone_output, within_limit};
 use crate::reply::Refusal;
-use crate::state::{Database, DbKey, TokenKind, Zone, make_token, read_token};
+use crate::state::{
+    Database, DbKey, TokenKind, Zone, make_token, make_token_of, read_token, read_token_of,
+};
 
 /// The reason given with `CHANGE_TOKEN_EXPIRED`.
 const EXPIRED: &str = "sync token expired or unknown; fetch again without a token";
@@ -42,6 +48,52 @@ pub(crate) fn zone_token(key: &DbKey, epoch: u64, name: &str, zone: &Zone) -> St
     )
 }
 
+/// Where a zone's fetch resumes: after `from`, and (while a fetch from no token is still catching
+/// up) skipping the tombstones written at or before `refetch_start`.
+struct Resume {
+    from: u64,
+    refetch_start: Option<u64>,
+}
+
+/// Reads a zone's sync token (a plain zone token, or a refetch's continuation) against the zone's
+/// current generation; `None` (no token) starts a refetch at the database's current counter.
+fn resume_point(
+    db: &Database,
+    key: &DbKey,
+    name: &str,
+    zone: &Zone,
+    token: Option<&str>,
+) -> Result<Resume, Refusal> {
+    let expired = || Refusal::new(ServerErrorCode::ChangeTokenExpired, EXPIRED);
+    let Some(token) = token else {
+        return Ok(Resume {
+            from: 0,
+            refetch_start: Some(db.counter),
+        });
+    };
+    if let Some((generation, counter)) = read_token(TokenKind::Zone, key, db.epoch, name, token) {
+        return if generation == zone.meta.generation && counter <= db.counter {
+            Ok(Resume {
+                from: counter,
+                refetch_start: None,
+            })
+        } else {
+            Err(expired())
+        };
+    }
+    match read_token_of(TokenKind::Refetch, key, db.epoch, name, token, 3).as_deref() {
+        Some(&[generation, counter, start])
+            if generation == zone.meta.generation && counter <= start && start <= db.counter =>
+        {
+            Ok(Resume {
+                from: counter,
+                refetch_start: Some(start),
+            })
+        }
+        _ => Err(expired()),
+    }
+}
+
 fn zone_page(
     db: &Database,
     key: &DbKey,
@@ -57,17 +109,10 @@ fn zone_page(
             format!("zone '{name}' does not exist"),
         )
     })?;
-    let from = match page.token {
-        None => 0,
-        Some(token) => match read_token(TokenKind::Zone, key, db.epoch, name, token) {
-            Some((generation, counter))
-                if generation == zone.meta.generation && counter <= db.counter =>
-            {
-                counter
-            }
-            _ => return Err(Refusal::new(ServerErrorCode::ChangeTokenExpired, EXPIRED)),
-        },
-    };
+    let Resume {
+        from,
+        refetch_start,
+    } = resume_point(db, key, name, zone, page.token)?;
     let mut records = Vec::new();
     let mut last = from;
     let mut more_coming = false;
@@ -88,18 +133,35 @@ fn zone_page(
         {
             continue;
         }
-        records.push(RecordResult::Record(if stored.is_tombstone() {
-            tombstone_output(stored)
+        if stored.is_tombstone() {
+            // A fetch from no token sees the zone as it is: a deletion it never saw the record of is
+            // not news to it, as on CloudKit, so a device that lost its token cannot learn deletions
+            // from the feed.
+            if refetch_start.is_some_and(|start| counter <= start) {
+                continue;
+            }
+            records.push(RecordResult::Record(tombstone_output(stored)));
         } else {
-            record_output(&stored.record, page.desired, page.numbers_as_strings)
-        }));
+            records.push(RecordResult::Record(record_output(
+                &stored.record,
+                page.desired,
+                page.numbers_as_strings,
+            )));
+        }
     }
     if !more_coming {
         last = last.max(zone.meta.changed_at);
     }
-    Ok(ZoneChanges {
-        zone_id: key.wire_zone_id(name),
-        sync_token: make_token(
+    let sync_token = match refetch_start {
+        // More to come inside the range the refetch started with: keep skipping its old tombstones.
+        Some(start) if more_coming && last < start => make_token_of(
+            TokenKind::Refetch,
+            key,
+            db.epoch,
+            name,
+            &[zone.meta.generation, last, start],
+        ),
+        _ => make_token(
             TokenKind::Zone,
             key,
             db.epoch,
@@ -107,6 +169,10 @@ fn zone_page(
             zone.meta.generation,
             last,
         ),
+    };
+    Ok(ZoneChanges {
+        zone_id: key.wire_zone_id(name),
+        sync_token,
         records,
         more_coming,
     })

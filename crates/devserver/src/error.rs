@@ -30,6 +30,15 @@ pub enum DevServerError {
         /// What failed.
         reason: String,
     },
+    /// A setting of the server's configuration is out of range (a time scale, a throttle profile):
+    /// change it as the reason says.
+    #[error("setting `{setting}` is not usable: {reason}")]
+    InvalidSetting {
+        /// The setting, as the command line or `ServerConfig` names it.
+        setting: &'static str,
+        /// What is wrong with it and what is accepted.
+        reason: String,
+    },
     /// Serving failed after start (an I/O error of the listener).
     #[error("serving failed: {0}")]
     Serve(#[from] std::io::Error),

@@ -15,6 +15,11 @@
 //! * `dropConnection`: run the request (its effects happen on the server), then send the response's
 //!   headers and part of its body and abort the connection, the way a response is lost in transit;
 //! * with only `delayMs`: run the request normally after the delay.
+//!
+//! Item faults ([`ItemFaultSpec`], armed under `/_dev/item-faults` or with [`Faults::arm_item`])
+//! work inside a request instead: the next K `records/modify` operations on a named record, or on
+//! any record of a zone, are answered with a per-item `serverErrorCode` in place of their result,
+//! while the rest of the batch runs as usual, so a test can build a batch with mixed outcomes.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -31,7 +36,10 @@ use serde::{Deserialize, Serialize};
 use skysync_model::ServerErrorCode;
 use skysync_model::wire::ErrorBody;
 
-use crate::reply::{error_reply, json_reply, wrong_method_reply};
+use crate::reply::{
+    Refusal, error_body_reply_with_status, error_reply, json_reply, wrong_method_reply,
+};
+use crate::time_scale::TimeScale;
 
 /// The longest delay a fault may ask for (five minutes), so that a mistyped delay cannot hang a test
 /// run for hours.
@@ -58,12 +66,14 @@ const MAX_FAULT_REQUEST_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     inner: Arc<Mutex<ArmedFaults>>,
+    time_scale: TimeScale,
 }
 
 #[derive(Debug, Default)]
 struct ArmedFaults {
     next_id: u64,
     faults: Vec<ArmedFault>,
+    items: Vec<ArmedItemFault>,
 }
 
 /// A fault as requested: `POST /_dev/faults` takes this as JSON.
@@ -171,6 +181,108 @@ impl FaultAction {
     }
 }
 
+/// An item fault as requested: `POST /_dev/item-faults` takes this as JSON. The next `count`
+/// operations of a `records/modify` on a matching record are answered with a per-item error of
+/// `serverErrorCode` in place of their result, inside an otherwise normal response; the other
+/// operations of the request run as usual (in an atomic batch, they then fail with `ATOMIC_ERROR`,
+/// as for any refused item).
+///
+/// At least one of `recordName` and `zoneName` is given: a record name alone matches that record in
+/// any zone, a zone name alone every record of that zone, both that record of that zone.
+///
+/// ```
+/// use skysync_devserver::faults::{Faults, ItemFaultSpec};
+///
+/// let faults = Faults::default();
+/// let spec: ItemFaultSpec = serde_json::from_str(
+///     r#"{"recordName": "n2", "count": 1, "serverErrorCode": "VALIDATING_REFERENCE_ERROR"}"#,
+/// )
+/// .unwrap();
+/// let armed = faults.arm_item(spec).unwrap();
+/// assert_eq!(armed.remaining, 1);
+/// assert_eq!(faults.clear_items(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemFaultSpec {
+    /// The record whose operations fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_name: Option<String>,
+    /// The zone whose records' operations fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_name: Option<String>,
+    /// How many matching operations get the error before it disarms (at least 1; default 1).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// The per-item code: `CONFLICT`, `BAD_REQUEST`, `VALIDATING_REFERENCE_ERROR`,
+    /// `LIMIT_EXCEEDED`, `EXISTS`, `NOT_FOUND`, or any other. A `CONFLICT` or `EXISTS` carries the
+    /// server's current record as `serverRecord` when the record exists, as real ones do.
+    pub server_error_code: ServerErrorCode,
+    /// The item error's `reason` (default `injected fault: CODE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The item error's `retryAfter` (seconds, told as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// An item fault that is armed: its spec, its id and how many more operations it will hit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArmedItemFault {
+    /// The id the server gave it (increasing in arming order, shared with request faults).
+    pub id: u64,
+    /// How many more matching operations will get it.
+    pub remaining: u32,
+    /// What was asked for.
+    #[serde(flatten)]
+    pub spec: ItemFaultSpec,
+}
+
+/// One hit of an item fault: the per-item error to answer in place of an operation's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ItemFaultHit {
+    /// The armed fault's id.
+    pub(crate) id: u64,
+    /// The code.
+    pub(crate) code: ServerErrorCode,
+    /// The reason.
+    pub(crate) reason: String,
+    /// The `retryAfter`, if any.
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl ItemFaultSpec {
+    /// Whether the spec names an operation on record `record_name` in zone `zone_name`.
+    fn matches(&self, zone_name: &str, record_name: &str) -> bool {
+        self.zone_name
+            .as_deref()
+            .is_none_or(|zone| zone == zone_name)
+            && self
+                .record_name
+                .as_deref()
+                .is_none_or(|record| record == record_name)
+    }
+
+    fn check(&self) -> Result<(), InvalidFault> {
+        let invalid = |why: &str| Err(InvalidFault(why.to_owned()));
+        let named = |name: &Option<String>| name.as_deref().is_some_and(|n| !n.is_empty());
+        if !named(&self.record_name) && !named(&self.zone_name) {
+            return invalid("give a `recordName`, a `zoneName`, or both");
+        }
+        if self.record_name.as_deref() == Some("") || self.zone_name.as_deref() == Some("") {
+            return invalid("`recordName` and `zoneName` must not be empty when given");
+        }
+        if self.count == 0 {
+            return invalid("`count` must be at least 1");
+        }
+        if self.server_error_code.as_str().is_empty() {
+            return invalid("`serverErrorCode` must not be empty");
+        }
+        Ok(())
+    }
+}
+
 impl FaultSpec {
     /// Checks the spec and works out what it does.
     fn plan(&self) -> Result<FaultPlan, InvalidFault> {
@@ -260,6 +372,15 @@ impl FaultSpec {
 }
 
 impl Faults {
+    /// An empty fault set whose delays run `time_scale` times faster than real time (a `delayMs`
+    /// is server time, like every duration of the server; see [`crate::time_scale`]).
+    pub fn with_time_scale(time_scale: TimeScale) -> Faults {
+        Faults {
+            inner: Arc::default(),
+            time_scale,
+        }
+    }
+
     /// Arms a fault; it applies to the next `spec.count` matching requests.
     pub fn arm(&self, mut spec: FaultSpec) -> Result<ArmedFault, InvalidFault> {
         spec.operation = spec.operation.trim().trim_matches('/').to_owned();
@@ -295,6 +416,61 @@ impl Faults {
         cleared
     }
 
+    /// Arms an item fault; it applies to the next `spec.count` matching record operations.
+    pub fn arm_item(&self, spec: ItemFaultSpec) -> Result<ArmedItemFault, InvalidFault> {
+        spec.check()?;
+        let mut armed = self.lock();
+        armed.next_id += 1;
+        let fault = ArmedItemFault {
+            id: armed.next_id,
+            remaining: spec.count,
+            spec,
+        };
+        armed.items.push(fault.clone());
+        Ok(fault)
+    }
+
+    /// The item faults still armed, in the order they apply.
+    pub fn armed_items(&self) -> Vec<ArmedItemFault> {
+        self.lock().items.clone()
+    }
+
+    /// Disarms every item fault; returns how many were armed.
+    pub fn clear_items(&self) -> usize {
+        let mut armed = self.lock();
+        let cleared = armed.items.len();
+        armed.items.clear();
+        cleared
+    }
+
+    /// Takes one hit of the first armed item fault matching record `record_name` in zone
+    /// `zone_name`, disarming it when used up.
+    pub(crate) fn take_item(&self, zone_name: &str, record_name: &str) -> Option<ItemFaultHit> {
+        let mut armed = self.lock();
+        let index = armed
+            .items
+            .iter()
+            .position(|fault| fault.spec.matches(zone_name, record_name))?;
+        let fault = &mut armed.items[index];
+        fault.remaining = fault.remaining.saturating_sub(1);
+        let code = fault.spec.server_error_code.clone();
+        let hit = ItemFaultHit {
+            id: fault.id,
+            reason: fault
+                .spec
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("injected fault: {code}")),
+            code,
+            retry_after: fault.spec.retry_after,
+        };
+        if fault.remaining == 0 {
+            armed.items.remove(index);
+        }
+        tracing::info!(id = hit.id, code = %hit.code, "injecting an item fault");
+        Some(hit)
+    }
+
     /// Takes one hit of the first armed fault matching `operation`, disarming it when used up.
     fn take(&self, operation: &str) -> Option<(u64, FaultPlan)> {
         let mut armed = self.lock();
@@ -322,6 +498,10 @@ impl Faults {
     /// `GET` lists the armed faults (`{"faults": [...]}`),
     /// `DELETE` disarms them all (`{"cleared": n}`).
     /// Bad requests are answered with CloudKit error bodies.
+    ///
+    /// And the `/_dev/item-faults` endpoints, the same way over item faults: `POST` arms one
+    /// ([`ItemFaultSpec`]), `GET` lists them (`{"itemFaults": [...]}`), `DELETE` disarms them all
+    /// (`{"cleared": n}`).
     pub fn router(&self) -> Router {
         Router::new()
             .route(
@@ -330,6 +510,13 @@ impl Faults {
                     .post(arm_fault)
                     .delete(clear_faults)
                     .fallback(method_not_allowed),
+            )
+            .route(
+                "/_dev/item-faults",
+                get(list_item_faults)
+                    .post(arm_item_fault)
+                    .delete(clear_item_faults)
+                    .fallback(item_faults_method_not_allowed),
             )
             .layer(axum::extract::DefaultBodyLimit::max(
                 MAX_FAULT_REQUEST_BYTES,
@@ -396,33 +583,28 @@ async fn list_faults(State(faults): State<Faults>) -> Response {
     )
 }
 
-async fn arm_fault(State(faults): State<Faults>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error_reply(
+/// Reads a JSON spec from a `/_dev/` request body, or the CloudKit error to answer instead.
+fn read_spec<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Refusal> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::new(
                 ServerErrorCode::LimitExceeded,
-                &format!("a fault spec is at most {MAX_FAULT_REQUEST_BYTES} bytes"),
-                None,
-            );
+                format!("a fault spec is at most {MAX_FAULT_REQUEST_BYTES} bytes"),
+            )
+        } else {
+            Refusal::bad_request(format!("could not read the request body: {rejection}"))
         }
-        Err(rejection) => {
-            return error_reply(
-                ServerErrorCode::BadRequest,
-                &format!("could not read the request body: {rejection}"),
-                None,
-            );
-        }
-    };
-    let spec: FaultSpec = match serde_json::from_slice(&body) {
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Refusal::bad_request(format!("not a fault spec: {e}")))
+}
+
+async fn arm_fault(State(faults): State<Faults>, body: Result<Bytes, BytesRejection>) -> Response {
+    let spec: FaultSpec = match read_spec(body) {
         Ok(spec) => spec,
-        Err(e) => {
-            return error_reply(
-                ServerErrorCode::BadRequest,
-                &format!("not a fault spec: {e}"),
-                None,
-            );
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     match faults.arm(spec) {
         Ok(armed) => {
@@ -437,6 +619,56 @@ async fn arm_fault(State(faults): State<Faults>, body: Result<Bytes, BytesReject
         }
         Err(invalid) => error_reply(ServerErrorCode::BadRequest, &invalid.to_string(), None),
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemFaultList {
+    item_faults: Vec<ArmedItemFault>,
+}
+
+async fn list_item_faults(State(faults): State<Faults>) -> Response {
+    json_reply(
+        StatusCode::OK,
+        &ItemFaultList {
+            item_faults: faults.armed_items(),
+        },
+    )
+}
+
+async fn arm_item_fault(
+    State(faults): State<Faults>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let spec: ItemFaultSpec = match read_spec(body) {
+        Ok(spec) => spec,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match faults.arm_item(spec) {
+        Ok(armed) => {
+            tracing::info!(
+                id = armed.id,
+                code = %armed.spec.server_error_code,
+                count = armed.remaining,
+                "item fault armed"
+            );
+            json_reply(StatusCode::OK, &armed)
+        }
+        Err(invalid) => error_reply(ServerErrorCode::BadRequest, &invalid.to_string(), None),
+    }
+}
+
+async fn clear_item_faults(State(faults): State<Faults>) -> Response {
+    let cleared = faults.clear_items();
+    tracing::info!(cleared, "item faults cleared");
+    json_reply(StatusCode::OK, &Cleared { cleared })
+}
+
+async fn item_faults_method_not_allowed() -> Response {
+    wrong_method_reply(
+        "GET,POST,DELETE",
+        "/_dev/item-faults answers GET (list), POST (arm) and DELETE (clear)",
+    )
 }
 
 async fn clear_faults(State(faults): State<Faults>) -> Response {
@@ -469,13 +701,13 @@ pub async fn middleware(State(faults): State<Faults>, request: Request, next: Ne
         "injecting a fault"
     );
     if let Some(delay) = plan.delay {
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(faults.time_scale.real(delay)).await;
     }
     match plan.action {
         FaultAction::Forward => next.run(request).await,
         FaultAction::Error { status, mut body } => {
             body.uuid = Some(uuid::Uuid::new_v4().to_string());
-            json_reply(status, &body)
+            error_body_reply_with_status(status, &body)
         }
         FaultAction::Html { status } => html_reply(status),
         FaultAction::DropConnection => cut_short(next.run(request).await).await,

@@ -38,6 +38,11 @@
 //! * `/_auth/signin` (GET): the `redirectURL` of `AUTHENTICATION_REQUIRED`; answers
 //!   `{"ckWebAuthToken": "…"}` with a token for a new user.
 //! * `/_dev/faults` (GET lists, POST arms, DELETE clears): fault injection (see [`faults`]).
+//! * `/_dev/item-faults` (GET lists, POST arms, DELETE clears): per-item errors inside
+//!   `records/modify` answers (see [`faults::ItemFaultSpec`]).
+//! * `/_dev/stats`, `/_dev/stats/{user}`, `/_dev/records/{container}/{environment}/{database}` and
+//!   `/_dev/user`: a view inside for tests: request counters per user and operation (with the most
+//!   requests in flight at once) and every record and tombstone of a database (see [`dev_view`]).
 //!
 //! Data is kept per container and environment; each user has a private database, and the public
 //! database is shared by all. There is no sharing: each user's shared database behaves as a second,
@@ -70,8 +75,11 @@
 //!   data, new for each in-memory server); a token this server's data did not issue for that zone
 //!   (or issued for a deleted incarnation of it) is `CHANGE_TOKEN_EXPIRED` (410), per
 //!   zone in `changes/zone` and for the request in `records/changes` and `changes/database`.
-//!   Tombstones (`{recordName, recordType, deleted: true}`) are kept, so a fetch from no token sees
-//!   deletions too.
+//!   Tombstones (`{recordName, recordType, deleted: true}`) are kept and reported to fetches from a
+//!   token; a fetch from no token (and the rest of its pages) returns the live records only, as
+//!   CloudKit does, so a device that lost its token cannot learn deletions from the feed.
+//! * `resultsLimit` above 200 is taken as 200 (the most records one response carries), with
+//!   `moreComing` telling the client to fetch on.
 //! * `changes/zone` (like `records/changes`) refuses the default zone per zone with `BAD_REQUEST`
 //!   "cannot get changes in default zone"; the change feeds refuse the public database.
 //! * `zones/changes` reports zones created or deleted; `changes/database` reports zones whose records
@@ -81,6 +89,16 @@
 //!   one sort key; anything else is `BAD_REQUEST` naming what the dev server does not support. Results
 //!   are immediately consistent.
 //! * A wrong method is `405` with a CloudKit body whose code is `BAD_REQUEST`.
+//!
+//! # Throttling
+//!
+//! * [`ServerConfig::rate_limit`]: N requests per second per user, then `429 THROTTLED` (see
+//!   [`rate_limit`]).
+//! * [`ServerConfig::throttle_profile`]: CloudKit's throttling per user's database, with lock-outs for
+//!   clients that come back before their `retryAfter` (see [`throttle_profile`]).
+//! * [`ServerConfig::time_scale`]: every server-side duration runs F times faster; `retryAfter` is
+//!   told in real seconds (see [`time_scale`]).
+//! * Every error body with a `retryAfter` also carries a `Retry-After` header with the same seconds.
 //!
 //! # Storage
 //!
@@ -94,6 +112,7 @@
 pub mod auth;
 mod changes;
 mod courier;
+pub mod dev_view;
 mod error;
 pub mod faults;
 mod persist;
@@ -104,6 +123,8 @@ pub mod s2s;
 mod server;
 mod state;
 mod subscriptions;
+pub mod throttle_profile;
+pub mod time_scale;
 mod zones;
 
 pub use error::DevServerError;
@@ -126,6 +147,12 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Throttle each user's database as CloudKit does (see [`throttle_profile`]); `None` for no
+    /// such throttling. Its `seed` makes its random draws repeatable.
+    pub throttle_profile: Option<throttle_profile::ThrottleProfile>,
+    /// How many times faster than real time the server's own durations run: the throttle
+    /// profile, the rate limit's second, fault delays and courier timeouts (see [`time_scale`]).
+    pub time_scale: time_scale::TimeScale,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +164,8 @@ impl Default for ServerConfig {
             s2s_keys: Vec::new(),
             api_token: None,
             max_body_bytes: 8 * 1024 * 1024,
+            throttle_profile: None,
+            time_scale: time_scale::TimeScale::REAL,
         }
     }
 }
@@ -148,6 +177,7 @@ impl Default for ServerConfig {
 pub struct DevServer {
     addr: SocketAddr,
     faults: faults::Faults,
+    stats: dev_view::RequestStats,
     disk: Option<persist::Disk>,
     stop: tokio::sync::watch::Sender<bool>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -165,8 +195,16 @@ impl DevServer {
             })?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let faults = faults::Faults::default();
-        let (router, disk) = server::router(&config, addr, stopped.clone(), faults.clone()).await?;
+        let faults = faults::Faults::with_time_scale(config.time_scale);
+        let stats = dev_view::RequestStats::default();
+        let (router, disk) = server::router(
+            &config,
+            addr,
+            stopped.clone(),
+            faults.clone(),
+            stats.clone(),
+        )
+        .await?;
         let mut signal = stopped;
         let serving = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -180,6 +218,7 @@ impl DevServer {
         Ok(DevServer {
             addr,
             faults,
+            stats,
             disk,
             stop,
             serving,
@@ -199,6 +238,17 @@ impl DevServer {
     /// The server's fault set, to arm faults in process (the same set `/_dev/faults` edits).
     pub fn faults(&self) -> faults::Faults {
         self.faults.clone()
+    }
+
+    /// The server's request counters, to read or reset them in process (the same counters
+    /// `/_dev/stats` shows).
+    pub fn request_stats(&self) -> dev_view::RequestStats {
+        self.stats.clone()
+    }
+
+    /// The view inside this server (`/_dev/stats`, `/_dev/records/…`): its URLs.
+    pub fn dev_view(&self) -> dev_view::DevView {
+        dev_view::DevView::new(self.base_url())
     }
 
     /// Stops accepting, lets in-flight requests finish (open courier long-polls answer at once),

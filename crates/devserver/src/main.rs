@@ -3,6 +3,7 @@
 //! ```text
 //! skysync-devserver [--listen ADDR] [--data DIR] [--rate-limit N]
 //!                   [--s2s-key KEY_ID=PUBLIC_KEY_PEM | KEY_ID=@key.pem]... [--api-token TOKEN]
+//!                   [--throttle-profile cloudkit [--seed N]] [--time-scale F]
 //! ```
 //!
 //! Once it accepts connections it prints one line, `skysync-devserver listening on http://HOST:PORT`,
@@ -15,6 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use skysync_devserver::s2s::read_key_argument;
+use skysync_devserver::throttle_profile::ThrottleProfile;
+use skysync_devserver::time_scale::TimeScale;
 use skysync_devserver::{DevServer, DevServerError, ServerConfig};
 
 /// A CloudKit Web Services-compatible server for skysync's tests, demos and local development.
@@ -36,24 +40,25 @@ struct Args {
     /// Require this API token as `ckAPIToken`.
     #[arg(long, value_name = "TOKEN")]
     api_token: Option<String>,
+    /// Throttle each user's database as CloudKit does: `cloudkit` sustains about one
+    /// records/modify per 10-15 s with a burst of 3, answers 429/503 with a retryAfter of 10-80 s,
+    /// and locks out for growing periods a client that comes back before its retryAfter.
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    throttle_profile: Option<ProfileName>,
+    /// Run every server-side duration F times faster than real time (throttle profile, rate
+    /// limit, fault delays, courier timeouts); retryAfter is told in real seconds.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    time_scale: f64,
+    /// Seed the throttle profile's random draws, so that a run can be repeated.
+    #[arg(long, value_name = "N", requires = "throttle_profile")]
+    seed: Option<u64>,
 }
 
-/// Reads one `--s2s-key` value into (key id, PEM).
-fn s2s_key(value: &str) -> Result<(String, String), DevServerError> {
-    let Some((key_id, pem)) = value.split_once('=') else {
-        return Err(DevServerError::InvalidKey {
-            key_id: String::new(),
-            reason: "expected KEY_ID=PUBLIC_KEY_PEM or KEY_ID=@path/to/key.pem".into(),
-        });
-    };
-    let pem = match pem.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| DevServerError::InvalidKey {
-            key_id: key_id.to_owned(),
-            reason: format!("cannot read {path}: {e}"),
-        })?,
-        None => pem.to_owned(),
-    };
-    Ok((key_id.to_owned(), pem))
+/// The throttle profiles `--throttle-profile` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileName {
+    /// CloudKit's throttling as field reports describe it (`ThrottleProfile::cloudkit`).
+    Cloudkit,
 }
 
 async fn stop_signal() {
@@ -79,15 +84,27 @@ async fn stop_signal() {
     }
 }
 
-async fn run(args: Args, s2s_keys: Vec<(String, String)>) -> Result<(), DevServerError> {
-    let config = ServerConfig {
+/// The server configuration the arguments ask for (`s2s_keys` already read).
+fn config(args: Args, s2s_keys: Vec<(String, String)>) -> Result<ServerConfig, DevServerError> {
+    let throttle_profile = args
+        .throttle_profile
+        .map(|ProfileName::Cloudkit| ThrottleProfile {
+            seed: args.seed.unwrap_or_default(),
+            ..ThrottleProfile::cloudkit()
+        });
+    Ok(ServerConfig {
         listen: args.listen,
         data_dir: args.data,
         rate_limit: args.rate_limit,
         s2s_keys,
         api_token: args.api_token,
+        throttle_profile,
+        time_scale: TimeScale::new(args.time_scale)?,
         ..ServerConfig::default()
-    };
+    })
+}
+
+async fn run(config: ServerConfig) -> Result<(), DevServerError> {
     let server = DevServer::start(config).await?;
     {
         let mut stdout = std::io::stdout().lock();
@@ -118,12 +135,13 @@ fn main() -> ExitCode {
     let result = args
         .s2s_keys
         .iter()
-        .map(|value| s2s_key(value))
+        .map(|value| read_key_argument(value))
         .collect::<Result<Vec<_>, _>>()
-        .and_then(|s2s_keys| {
+        .and_then(|s2s_keys| config(args, s2s_keys))
+        .and_then(|config| {
             tokio::runtime::Runtime::new()
                 .map_err(DevServerError::Serve)?
-                .block_on(run(args, s2s_keys))
+                .block_on(run(config))
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,7 +159,7 @@ mod tests {
 
     #[test]
     fn an_s2s_key_is_given_inline_or_read_from_a_file() {
-        let (id, pem) = s2s_key("k1=-----BEGIN PUBLIC KEY-----\nAAA=\n").unwrap();
+        let (id, pem) = read_key_argument("k1=-----BEGIN PUBLIC KEY-----\nAAA=\n").unwrap();
         assert_eq!(id, "k1");
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
         assert!(pem.ends_with("AAA=\n"), "only the first '=' separates");
@@ -149,15 +167,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key.pem");
         std::fs::write(&path, "PEM FROM FILE").unwrap();
-        let (id, pem) = s2s_key(&format!("k2=@{}", path.display())).unwrap();
+        let (id, pem) = read_key_argument(&format!("k2=@{}", path.display())).unwrap();
         assert_eq!((id.as_str(), pem.as_str()), ("k2", "PEM FROM FILE"));
 
         assert!(matches!(
-            s2s_key("no-separator"),
+            read_key_argument("no-separator"),
             Err(DevServerError::InvalidKey { .. })
         ));
         assert!(matches!(
-            s2s_key("k3=@/no/such/file.pem"),
+            read_key_argument("k3=@/no/such/file.pem"),
             Err(DevServerError::InvalidKey { key_id, .. }) if key_id == "k3"
         ));
     }
@@ -183,5 +201,51 @@ mod tests {
         assert_eq!(args.rate_limit, Some(5));
         assert_eq!(args.s2s_keys, ["a=x", "b=y"]);
         assert!(Args::try_parse_from(["skysync-devserver", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn the_throttle_profile_time_scale_and_seed_make_the_config() {
+        let args = Args::try_parse_from([
+            "skysync-devserver",
+            "--throttle-profile",
+            "cloudkit",
+            "--time-scale",
+            "250",
+            "--seed",
+            "42",
+        ])
+        .unwrap();
+        let config = config(args, Vec::new()).unwrap();
+        assert_eq!(
+            config.throttle_profile,
+            Some(ThrottleProfile {
+                seed: 42,
+                ..ThrottleProfile::cloudkit()
+            })
+        );
+        assert_eq!(config.time_scale.factor(), 250.0);
+
+        let plain = config_of(&["skysync-devserver"]).unwrap();
+        assert_eq!(plain.throttle_profile, None);
+        assert_eq!(plain.time_scale, TimeScale::REAL);
+
+        assert!(matches!(
+            config_of(&["skysync-devserver", "--time-scale", "0"]),
+            Err(DevServerError::InvalidSetting {
+                setting: "time-scale",
+                ..
+            })
+        ));
+        assert!(
+            Args::try_parse_from(["skysync-devserver", "--seed", "1"]).is_err(),
+            "a seed without a profile seeds nothing"
+        );
+        assert!(
+            Args::try_parse_from(["skysync-devserver", "--throttle-profile", "gentle"]).is_err()
+        );
+    }
+
+    fn config_of(argv: &[&str]) -> Result<ServerConfig, DevServerError> {
+        config(Args::try_parse_from(argv).unwrap(), Vec::new())
     }
 }

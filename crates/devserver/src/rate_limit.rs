@@ -22,9 +22,10 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use skysync_model::ServerErrorCode;
 
-use crate::auth::web_token_user;
+use crate::auth::{server_key_user, web_token_user};
 use crate::reply::error_reply;
 use crate::s2s::KEY_ID_HEADER;
+use crate::time_scale::TimeScale;
 
 /// How many checks pass between sweeps that forget requesters whose buckets are full again.
 const SWEEP_EVERY: u64 = 4096;
@@ -84,13 +85,35 @@ impl RateLimit {
     pub fn new(requests_per_second: u32) -> RateLimit {
         RateLimit::with_clock(requests_per_second, DefaultClock::default())
     }
+
+    /// A limit of `requests_per_second` of server time per requester: with a [`TimeScale`] of F,
+    /// F times as many per real second (0 is taken as 1).
+    pub fn scaled(requests_per_second: u32, scale: TimeScale) -> RateLimit {
+        RateLimit::with_clock_and_scale(requests_per_second, scale, DefaultClock::default())
+    }
 }
 
 impl<C: Clock + Clone> RateLimit<C> {
     /// A limit of `requests_per_second` per requester on the given clock (0 is taken as 1).
     pub fn with_clock(requests_per_second: u32, clock: C) -> RateLimit<C> {
+        RateLimit::with_clock_and_scale(requests_per_second, TimeScale::REAL, clock)
+    }
+
+    /// A limit of `requests_per_second` of server time per requester on the given clock, the
+    /// server's second lasting `1 / scale` real seconds (0 requests is taken as 1).
+    pub fn with_clock_and_scale(
+        requests_per_second: u32,
+        scale: TimeScale,
+        clock: C,
+    ) -> RateLimit<C> {
         let per_second = NonZeroU32::new(requests_per_second).unwrap_or(NonZeroU32::MIN);
-        let limiter = RateLimiter::dashmap_with_clock(Quota::per_second(per_second), clock.clone());
+        let period = scale
+            .real(Duration::from_secs(1) / per_second.get())
+            .max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(per_second))
+            .allow_burst(per_second);
+        let limiter = RateLimiter::dashmap_with_clock(quota, clock.clone());
         RateLimit {
             limiter: Arc::new(limiter),
             clock,
@@ -127,6 +150,26 @@ pub fn requester_of(request: &Request) -> String {
     }
     "anonymous".to_owned()
 }
+
+/// The user record name a request comes from, told apart as [`requester_of`] does: the user a
+/// server-to-server key acts as, else the user a web auth token names, else `anonymous` (which no
+/// user record name can be, since they all start with `_`).
+pub fn user_of(request: &Request) -> String {
+    if let Some(key_id) = request
+        .headers()
+        .get(KEY_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+    {
+        return server_key_user(key_id);
+    }
+    match web_auth_token(request.uri()) {
+        Some(token) => web_token_user(&token),
+        None => ANONYMOUS.to_owned(),
+    }
+}
+
+/// How [`user_of`] names a request without a user.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// The `ckWebAuthToken` query parameter, decoded.
 fn web_auth_token(uri: &Uri) -> Option<String> {
@@ -229,6 +272,41 @@ mod tests {
         assert_eq!(wait(1000).retry_after_secs(), 1);
         assert_eq!(wait(1001).retry_after_secs(), 2);
         assert_eq!(wait(2500).retry_after_secs(), 3);
+    }
+
+    #[test]
+    fn a_scaled_limit_is_a_second_of_server_time() {
+        let clock = FakeRelativeClock::default();
+        let limit =
+            RateLimit::with_clock_and_scale(2, TimeScale::new(10.0).unwrap(), clock.clone());
+        limit.check("web:alice").unwrap();
+        limit.check("web:alice").unwrap();
+        let throttled = limit.check("web:alice").unwrap_err();
+        assert_eq!(
+            throttled.wait,
+            Duration::from_millis(50),
+            "half a second / 10"
+        );
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(limit.check("web:alice"), Ok(()));
+    }
+
+    #[test]
+    fn users_are_named_by_their_user_record_name() {
+        let path = "/database/1/iCloud.com.example/development/private/zones/list";
+        assert_eq!(
+            user_of(&request(&format!("{path}?ckWebAuthToken=alice"), None)),
+            web_token_user("alice")
+        );
+        assert_eq!(
+            user_of(&request(
+                &format!("{path}?ckWebAuthToken=alice"),
+                Some("key-1")
+            )),
+            server_key_user("key-1")
+        );
+        assert_eq!(user_of(&request(path, None)), ANONYMOUS);
+        assert!(!ANONYMOUS.starts_with('_'));
     }
 
     #[test]

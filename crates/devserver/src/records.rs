@@ -15,6 +15,7 @@ use skysync_model::{
     ModelError, Record, RecordId, ServerErrorCode, Stamp, SystemFields, ZoneId,
 };
 
+use crate::faults::Faults;
 use crate::reply::Refusal;
 use crate::state::{
     Changes, Database, DbKey, StoredRecord, TokenKind, TouchedZones, Zone, change_tag, make_token,
@@ -382,11 +383,35 @@ fn plan_op(
     Ok(Some(StoredRecord { record, counter }))
 }
 
-/// `records/modify`: applies the operations in order, all or nothing when atomic.
+/// The per-item error an armed item fault answers for operation `name` in `zone` (with the
+/// server's record for a `CONFLICT` or `EXISTS`, when it exists), or `None` when none is armed.
+fn injected_error(
+    faults: &Faults,
+    zone: &Zone,
+    zone_id: &ZoneId,
+    name: &str,
+) -> Option<Box<RecordFetchError>> {
+    let hit = faults.take_item(&zone_id.zone_name, name)?;
+    let mut error = boxed_error(Some(name.to_owned()), hit.code, hit.reason);
+    error.retry_after = hit.retry_after;
+    if matches!(
+        error.server_error_code,
+        ServerErrorCode::Conflict | ServerErrorCode::Exists
+    ) {
+        error.server_record = zone
+            .live_record(name)
+            .map(|existing| Box::new(existing.record.to_wire(false)));
+    }
+    Some(error)
+}
+
+/// `records/modify`: applies the operations in order, all or nothing when atomic. An operation
+/// that an armed item fault (see [`Faults::arm_item`]) matches is answered with its error instead.
 pub(crate) fn modify(
     db: &Database,
     writer: &Writer<'_>,
     request: ModifyRecordsRequest,
+    faults: &Faults,
 ) -> Result<Planned<RecordsResponse>, Refusal> {
     within_limit(request.operations.len(), "operations")?;
     let request_zone = zone_of(request.zone_id.as_ref());
@@ -432,7 +457,10 @@ pub(crate) fn modify(
                     Some(name.clone()),
                     &zone_id.zone_name,
                 ))),
-                Some(zone) => plan_op(zone, zone_id, op, name, writer, &mut changes),
+                Some(zone) => match injected_error(faults, zone, zone_id, name) {
+                    Some(error) => Err(error),
+                    None => plan_op(zone, zone_id, op, name, writer, &mut changes),
+                },
             },
         };
         results.push(result);

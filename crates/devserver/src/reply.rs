@@ -1,5 +1,6 @@
 //! Building responses the way CloudKit does: JSON with `application/json; charset=UTF-8`, and error
 //! bodies `{uuid, serverErrorCode, reason, retryAfter?, redirectURL?}` with the code's HTTP status.
+//! An error body with a `retryAfter` also carries it as a `Retry-After` header (whole seconds).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,11 +42,25 @@ pub fn error_reply(code: ServerErrorCode, reason: &str, retry_after: Option<u64>
     })
 }
 
-/// A request-level CloudKit error from a complete body (e.g. with a `redirectURL`).
+/// A request-level CloudKit error from a complete body (e.g. with a `redirectURL`), with the status
+/// that belongs to its code (and a `Retry-After` header when it carries a `retryAfter`).
 pub fn error_body_reply(body: ErrorBody) -> Response {
     let status = StatusCode::from_u16(body.server_error_code.http_status())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_reply(status, &body)
+    error_body_reply_with_status(status, &body)
+}
+
+/// A request-level CloudKit error answered with `status`. When the body carries a `retryAfter`, the
+/// same whole seconds also go in a `Retry-After` header, so that HTTP clients and proxies that only
+/// read headers wait as long as the body says.
+pub fn error_body_reply_with_status(status: StatusCode, body: &ErrorBody) -> Response {
+    let mut response = json_reply(status, body);
+    if let Some(seconds) = body.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 /// A wrong method, as CloudKit answers it: `405` with a `BAD_REQUEST` body saying `reason`, and an

@@ -173,6 +173,49 @@ impl ServerKeys {
     }
 }
 
+/// The two forms `--s2s-key` takes, as error messages show them.
+pub const KEY_ARGUMENT_FORMS: &str = "KEY_ID=\"-----BEGIN PUBLIC KEY-----...\" (the PEM itself) or \
+     KEY_ID=@path/to/key.pem (a file holding it)";
+
+/// Reads one `--s2s-key` value, `KEY_ID=PEM` or `KEY_ID=@path/to/key.pem`, into (key id, PEM).
+/// A file is read here, with a blocking read: call it before the runtime starts or off its
+/// threads. The PEM itself is checked when the server starts ([`ServerKeys::insert_pem`]); a value
+/// that is neither a PEM (it has no `-----BEGIN` line) nor an `@file` is refused here, naming both
+/// forms.
+pub fn read_key_argument(value: &str) -> Result<(String, String), DevServerError> {
+    let Some((key_id, key)) = value.split_once('=') else {
+        return Err(DevServerError::InvalidKey {
+            key_id: String::new(),
+            reason: format!("expected {KEY_ARGUMENT_FORMS}"),
+        });
+    };
+    let invalid = |reason: String| DevServerError::InvalidKey {
+        key_id: key_id.to_owned(),
+        reason,
+    };
+    if key_id.is_empty() {
+        return Err(invalid(format!(
+            "the key id before `=` is empty; give {KEY_ARGUMENT_FORMS}"
+        )));
+    }
+    let pem = match key.strip_prefix('@') {
+        Some("") => {
+            return Err(invalid(format!(
+                "`@` names no file; give {KEY_ARGUMENT_FORMS}"
+            )));
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("cannot read {path}: {e}")))?,
+        None if key.contains("-----BEGIN") => key.to_owned(),
+        None => {
+            return Err(invalid(format!(
+                "the value after `=` is neither a PEM public key nor @file; give {KEY_ARGUMENT_FORMS}"
+            )));
+        }
+    };
+    Ok((key_id.to_owned(), pem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +482,46 @@ mod tests {
             Err(DevServerError::InvalidKey { .. })
         ));
         assert!(keys.is_empty());
+    }
+
+    #[test]
+    fn a_key_argument_is_a_pem_or_a_file_and_anything_else_names_both_forms() {
+        let pem = signing_key(7)
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        assert_eq!(
+            read_key_argument(&format!("key-1={pem}")).unwrap(),
+            ("key-1".to_owned(), pem.clone())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key.pem");
+        std::fs::write(&file, &pem).unwrap();
+        assert_eq!(
+            read_key_argument(&format!("key-2=@{}", file.display())).unwrap(),
+            ("key-2".to_owned(), pem)
+        );
+        for bad in [
+            "key-3=MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE",
+            "key-3=",
+            "key-3=key.pem",
+            "key-3=@",
+            "no-equals-sign",
+        ] {
+            let err = read_key_argument(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("-----BEGIN PUBLIC KEY-----") && err.contains("@path/to/key.pem"),
+                "{bad}: {err}"
+            );
+        }
+        let err = read_key_argument("key-3=MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither a PEM public key nor @file"), "{err}");
+        let missing = read_key_argument(&format!("key-4=@{}", dir.path().join("absent").display()))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("cannot read"), "{missing}");
     }
 
     #[test]

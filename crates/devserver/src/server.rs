@@ -25,6 +25,7 @@ use tokio::sync::{RwLock, watch};
 
 use crate::auth::{self, Caller, WEB_AUTH_TOKEN_HEADER};
 use crate::courier::{self, Courier};
+use crate::dev_view::{self, DevUser, RequestStats};
 use crate::faults::{self, Faults};
 use crate::persist::Disk;
 use crate::rate_limit::{self, RateLimit};
@@ -32,6 +33,8 @@ use crate::records::{self, Planned, Writer};
 use crate::reply::{Refusal, error_reply, json_reply, wrong_method_reply};
 use crate::s2s::{DATE_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER, ServerKeys, SignedRequest};
 use crate::state::{CourierOwner, Database, DbKey, Scope, State as Data, Write};
+use crate::throttle_profile::{self, ProfileLimiter, ProfileThrottle};
+use crate::time_scale::{ServerClock, TimeScale};
 use crate::{DevServerError, ServerConfig, changes, subscriptions, zones};
 
 /// A CloudKit endpoint this server knows, by its operation subpath.
@@ -139,6 +142,10 @@ pub(crate) struct App {
     courier: Courier,
     /// Becomes `true` when the server stops (ends long-polls).
     stopped: watch::Receiver<bool>,
+    /// How much faster than real time the server's durations run.
+    time_scale: TimeScale,
+    /// Armed faults (item faults are applied while planning `records/modify`).
+    faults: Faults,
 }
 
 type Shared = Arc<App>;
@@ -151,6 +158,7 @@ pub(crate) async fn router(
     addr: SocketAddr,
     stopped: watch::Receiver<bool>,
     faults: Faults,
+    stats: RequestStats,
 ) -> Result<(Router, Option<Disk>), DevServerError> {
     let mut keys = ServerKeys::default();
     for (key_id, pem) in &config.s2s_keys {
@@ -172,6 +180,8 @@ pub(crate) async fn router(
         disk: disk.clone(),
         courier: Courier::default(),
         stopped,
+        time_scale: config.time_scale,
+        faults: faults.clone(),
     });
 
     let mut cloudkit = Router::new()
@@ -186,8 +196,18 @@ pub(crate) async fn router(
         .with_state(Arc::clone(&app));
     if let Some(per_second) = config.rate_limit {
         cloudkit = cloudkit.layer(axum::middleware::from_fn_with_state(
-            RateLimit::new(per_second),
+            RateLimit::scaled(per_second, config.time_scale),
             rate_limit::middleware,
+        ));
+    }
+    if let Some(profile) = &config.throttle_profile {
+        let throttle = ProfileThrottle {
+            limiter: ProfileLimiter::new(profile.clone())?,
+            clock: ServerClock::start(config.time_scale),
+        };
+        cloudkit = cloudkit.layer(axum::middleware::from_fn_with_state(
+            throttle,
+            throttle_profile::middleware,
         ));
     }
     let support = Router::new()
@@ -196,15 +216,26 @@ pub(crate) async fn router(
             get(courier_poll).fallback(support_wrong_method),
         )
         .route("/_auth/signin", get(sign_in).fallback(support_wrong_method))
+        .route(
+            "/_dev/records/{container}/{environment}/{database}",
+            get(dev_records).fallback(support_wrong_method),
+        )
+        .route("/_dev/user", get(dev_user).fallback(support_wrong_method))
         .with_state(app);
     let router = Router::new()
         .merge(cloudkit)
         .merge(support)
         .merge(faults.router())
+        .merge(stats.router())
         .fallback(unknown_path)
         .layer(axum::middleware::from_fn_with_state(
             faults.clone(),
             faults::middleware,
+        ))
+        // Outside the faults, so that injected answers and delays are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            stats,
+            dev_view::middleware,
         ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(cloudkit_headers))
@@ -613,7 +644,7 @@ async fn run_database_endpoint(
                 user,
                 now_ms: now_ms(),
             };
-            app.write(key, |db| records::modify(db, &writer, request))
+            app.write(key, |db| records::modify(db, &writer, request, &app.faults))
                 .await
         }
         Endpoint::RecordsLookup => {
@@ -807,8 +838,85 @@ async fn courier_poll(
     if !app.data.read().await.courier_tokens.contains_key(&token) {
         return Refusal::new(ServerErrorCode::NotFound, "unknown courier token").into_response();
     }
-    let notifications = app.courier.poll(&token, timeout, app.stopped.clone()).await;
+    let notifications = app
+        .courier
+        .poll(&token, app.time_scale.real(timeout), app.stopped.clone())
+        .await;
     json_ok(&CourierPoll { notifications })
+}
+
+/// The query of `GET /_dev/records/…`.
+#[derive(serde::Deserialize)]
+struct RecordsParams {
+    user: Option<String>,
+    zone: Option<String>,
+}
+
+/// `GET /_dev/records/{container}/{environment}/{database}?user=…&zone=…`: a database's records and
+/// tombstones (see [`dev_view`]).
+async fn dev_records(
+    State(app): State<Shared>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    uri: Uri,
+) -> Response {
+    let Ok(Path((container, environment, database))) = path else {
+        return unknown_path().await;
+    };
+    let Some(scope) = Scope::parse(&database) else {
+        return Refusal::bad_request(format!(
+            "unknown database '{database}'; use private, shared or public"
+        ))
+        .into_response();
+    };
+    if let Err(refusal) = check_environment("environment", &environment) {
+        return refusal.into_response();
+    }
+    let Ok(Query(params)) = Query::<RecordsParams>::try_from_uri(&uri) else {
+        return Refusal::bad_request("malformed query string").into_response();
+    };
+    let owner = match (scope, params.user) {
+        (Scope::Public, _) => String::new(),
+        (_, Some(user)) if !user.is_empty() => user,
+        _ => {
+            return Refusal::bad_request(
+                "name the database's owner as ?user=USER_RECORD_NAME (GET /_dev/user?ckWebAuthToken=… \
+                 tells a token's user record name)",
+            )
+            .into_response();
+        }
+    };
+    let key = DbKey {
+        container,
+        environment,
+        scope,
+        owner,
+    };
+    let data = app.data.read().await;
+    let snapshot = dev_view::database_snapshot(&data.database(&key), &key, params.zone.as_deref());
+    drop(data);
+    json_ok(&snapshot)
+}
+
+/// `GET /_dev/user?ckWebAuthToken=…` (or `?keyID=…`): the user record name of a caller.
+async fn dev_user(uri: Uri) -> Response {
+    let params = match query_params(&uri) {
+        Ok(params) => params,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let user = match (
+        param(&params, "ckWebAuthToken").filter(|t| !t.is_empty()),
+        param(&params, "keyID").filter(|k| !k.is_empty()),
+    ) {
+        (Some(token), None) => auth::web_token_user(token),
+        (None, Some(key_id)) => auth::server_key_user(key_id),
+        _ => {
+            return Refusal::bad_request("give exactly one of ckWebAuthToken and keyID")
+                .into_response();
+        }
+    };
+    json_ok(&DevUser {
+        user_record_name: user,
+    })
 }
 
 /// The dev server's stand-in for Apple's sign-in page: hands out a new user's web auth token.

@@ -504,6 +504,10 @@ pub(crate) enum TokenKind {
     Meta,
     /// A query's `continuationMarker`.
     Query,
+    /// A zone's `syncToken` in the middle of a fetch that started from no token: besides the
+    /// zone's generation and position it carries where the refetch started, so that its later
+    /// pages skip the tombstones written before then, as the first page did.
+    Refetch,
 }
 
 impl TokenKind {
@@ -513,6 +517,7 @@ impl TokenKind {
             TokenKind::Database => "d",
             TokenKind::Meta => "m",
             TokenKind::Query => "q",
+            TokenKind::Refetch => "r",
         }
     }
 }
@@ -527,16 +532,31 @@ pub(crate) fn make_token(
     a: u64,
     b: u64,
 ) -> String {
+    make_token_of(kind, db, epoch, scope, &[a, b])
+}
+
+/// Makes an opaque token carrying any number of `positions`: `{kind}{p1}.{p2}….{check}`, the check
+/// covering the kind, the epoch, the database, `scope` and every position.
+pub(crate) fn make_token_of(
+    kind: TokenKind,
+    db: &DbKey,
+    epoch: u64,
+    scope: &str,
+    positions: &[u64],
+) -> String {
     let identity = db.identity();
-    let check = checksum(&[
+    let epoch = epoch.to_be_bytes();
+    let encoded: Vec<[u8; 8]> = positions.iter().map(|p| p.to_be_bytes()).collect();
+    let mut parts: Vec<&[u8]> = vec![
         kind.tag().as_bytes(),
-        &epoch.to_be_bytes(),
+        &epoch,
         identity.as_bytes(),
         scope.as_bytes(),
-        &a.to_be_bytes(),
-        &b.to_be_bytes(),
-    ]);
-    format!("{}{a:x}.{b:x}.{check}", kind.tag())
+    ];
+    parts.extend(encoded.iter().map(|bytes| bytes.as_slice()));
+    let check = checksum(&parts);
+    let numbers: Vec<String> = positions.iter().map(|p| format!("{p:x}")).collect();
+    format!("{}{}.{check}", kind.tag(), numbers.join("."))
 }
 
 /// Reads a token made by [`make_token`] for the same kind, database, epoch and scope; `None` if it
@@ -548,15 +568,33 @@ pub(crate) fn read_token(
     scope: &str,
     token: &str,
 ) -> Option<(u64, u64)> {
+    match read_token_of(kind, db, epoch, scope, token, 2)?.as_slice() {
+        [a, b] => Some((*a, *b)),
+        _ => None,
+    }
+}
+
+/// Reads a token made by [`make_token_of`] with `count` positions for the same kind, database,
+/// epoch and scope; `None` if it is malformed or was made for something else.
+pub(crate) fn read_token_of(
+    kind: TokenKind,
+    db: &DbKey,
+    epoch: u64,
+    scope: &str,
+    token: &str,
+    count: usize,
+) -> Option<Vec<u64>> {
     let rest = token.strip_prefix(kind.tag())?;
-    let mut parts = rest.split('.');
-    let a = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let b = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let _check = parts.next()?;
-    if parts.next().is_some() {
+    let parts: Vec<&str> = rest.split('.').collect();
+    let (check, numbers) = parts.split_last()?;
+    if numbers.len() != count || check.is_empty() {
         return None;
     }
-    (make_token(kind, db, epoch, scope, a, b) == token).then_some((a, b))
+    let positions = numbers
+        .iter()
+        .map(|n| u64::from_str_radix(n, 16).ok())
+        .collect::<Option<Vec<u64>>>()?;
+    (make_token_of(kind, db, epoch, scope, &positions) == token).then_some(positions)
 }
 
 /// Zone names a change touched, with the record types written in each (for notifications).
@@ -611,6 +649,34 @@ mod tests {
         assert_eq!(
             read_token(TokenKind::Zone, &key("_a"), 7, "Notes", &forged),
             None
+        );
+    }
+
+    #[test]
+    fn tokens_with_three_positions_read_back_only_with_three() {
+        let token = make_token_of(TokenKind::Refetch, &key("_a"), 7, "Notes", &[1, 5, 9]);
+        assert_eq!(
+            read_token_of(TokenKind::Refetch, &key("_a"), 7, "Notes", &token, 3),
+            Some(vec![1, 5, 9])
+        );
+        assert_eq!(
+            read_token_of(TokenKind::Refetch, &key("_a"), 7, "Notes", &token, 2),
+            None
+        );
+        assert_eq!(
+            read_token(TokenKind::Zone, &key("_a"), 7, "Notes", &token),
+            None,
+            "a refetch token is not a zone token"
+        );
+        let forged = token.replace("r1.5.9.", "r1.5.a.");
+        assert_eq!(
+            read_token_of(TokenKind::Refetch, &key("_a"), 7, "Notes", &forged, 3),
+            None
+        );
+        assert_eq!(
+            make_token(TokenKind::Zone, &key("_a"), 7, "Notes", 3, 17),
+            make_token_of(TokenKind::Zone, &key("_a"), 7, "Notes", &[3, 17]),
+            "two-position tokens keep their form, so tokens stored by clients stay valid"
         );
     }
 }

@@ -305,3 +305,179 @@ async fn a_token_from_another_servers_data_is_expired() {
     let on_b = b.zone_changes("Notes", Some(&from_a), None).await;
     assert_eq!(on_b["serverErrorCode"], "CHANGE_TOKEN_EXPIRED", "{on_b}");
 }
+
+/// Deletes `name` (whose change tag is `tag`) from `zone`.
+async fn delete_note(h: &Harness, zone: &str, name: &str, tag: &str) {
+    let answer = h
+        .modify(
+            zone,
+            json!([{"operationType": "delete", "record": {"recordName": name, "recordChangeTag": tag}}]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.record(0)["deleted"], true, "{}", answer.body);
+}
+
+fn tombstones(page: &Value) -> Vec<String> {
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["deleted"] == true)
+        .map(|r| r["recordName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refetch_from_no_token_after_a_delete_shows_no_tombstone() {
+    let h = Harness::start().await;
+    h.create_zone("Notes").await;
+    h.create_note("Notes", "a", "1").await;
+    let tag_b = h.create_note("Notes", "b", "2").await;
+    h.create_note("Notes", "c", "3").await;
+    let before = h.zone_changes("Notes", None, None).await["syncToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    delete_note(&h, "Notes", "b", &tag_b).await;
+
+    // A device that kept its token learns of the delete...
+    let with_token = h.zone_changes("Notes", Some(&before), None).await;
+    assert_eq!(tombstones(&with_token), ["b"], "{with_token}");
+
+    // ...one that lost it sees the live records only, in changes/zone and in records/changes.
+    let refetch = h.zone_changes("Notes", None, None).await;
+    assert_eq!(record_names(&refetch), ["a", "c"], "{refetch}");
+    assert!(tombstones(&refetch).is_empty(), "{refetch}");
+    let records_changes = h
+        .post("records/changes", json!({"zoneID": {"zoneName": "Notes"}}))
+        .await;
+    assert_eq!(
+        records_changes.status,
+        StatusCode::OK,
+        "{}",
+        records_changes.body
+    );
+    assert_eq!(record_names(&records_changes.body), ["a", "c"]);
+
+    // The refetch's token carries on like any other: nothing new, then the next delete.
+    let token = refetch["syncToken"].as_str().unwrap().to_owned();
+    assert!(record_names(&h.zone_changes("Notes", Some(&token), None).await).is_empty());
+    let tag_a = tag_of(&h.lookup("Notes", "a").await);
+    delete_note(&h, "Notes", "a", &tag_a).await;
+    let after = h.zone_changes("Notes", Some(&token), None).await;
+    assert_eq!(tombstones(&after), ["a"], "{after}");
+}
+
+#[tokio::test]
+async fn a_paged_refetch_skips_old_tombstones_on_every_page_but_reports_deletes_made_during_it() {
+    let h = Harness::start().await;
+    h.create_zone("Notes").await;
+    let mut tags = BTreeMap::new();
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        tags.insert(name, h.create_note("Notes", name, name).await);
+    }
+    // Deleted before the refetch starts: never reported to it. The tombstones now sit at the end
+    // of the feed, behind the live records.
+    delete_note(&h, "Notes", "b", &tags["b"]).await;
+    delete_note(&h, "Notes", "e", &tags["e"]).await;
+
+    let first = h.zone_changes("Notes", None, Some(2)).await;
+    assert_eq!(record_names(&first), ["a", "c"], "{first}");
+    assert_eq!(first["moreComing"], true);
+    // Deleted while the refetch runs, after the device received it: reported.
+    delete_note(&h, "Notes", "a", &tag_of(&h.lookup("Notes", "a").await)).await;
+
+    let mut token = first["syncToken"].as_str().unwrap().to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let page = h.zone_changes("Notes", Some(&token), Some(2)).await;
+        assert!(page["serverErrorCode"].is_null(), "{page}");
+        seen.extend(record_names(&page).into_iter().map(|name| {
+            let deleted = page["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["recordName"] == name.as_str() && r["deleted"] == true);
+            (name, deleted)
+        }));
+        token = page["syncToken"].as_str().unwrap().to_owned();
+        if page["moreComing"] == false {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("d".to_owned(), false),
+            ("f".to_owned(), false),
+            ("a".to_owned(), true)
+        ],
+        "b and e were deleted before the refetch began"
+    );
+}
+
+#[tokio::test]
+async fn results_limit_above_200_comes_back_in_pages_of_at_most_200() {
+    let h = Harness::start().await;
+    h.create_zone("Notes").await;
+    add_notes(&h, "Notes", 500).await;
+
+    let (names, pages, _) = fetch_all(&h, "Notes", None, 1000).await;
+    assert_eq!(names.len(), 500);
+    assert_eq!(pages, 3, "500 records in pages of at most 200");
+
+    let mut sizes = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..10 {
+        let mut body = json!({"zoneID": {"zoneName": "Notes"}, "resultsLimit": 1000});
+        if let Some(token) = &token {
+            body["syncToken"] = json!(token);
+        }
+        let page = h.post("records/changes", body).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        sizes.push((page.records().len(), page.body["moreComing"] == true));
+        token = Some(page.body["syncToken"].as_str().unwrap().to_owned());
+        if page.body["moreComing"] == false {
+            break;
+        }
+    }
+    assert_eq!(sizes, [(200, true), (200, true), (100, false)]);
+}
+
+#[tokio::test]
+async fn one_missing_zone_among_three_is_an_error_entry_beside_the_others_pages() {
+    let h = Harness::start().await;
+    h.create_zone("A").await;
+    h.create_zone("C").await;
+    h.create_note("A", "a1", "x").await;
+    h.create_note("C", "c1", "y").await;
+    let answer = h
+        .post(
+            "changes/zone",
+            json!({"zones": [
+                {"zoneID": {"zoneName": "A"}},
+                {"zoneID": {"zoneName": "B"}},
+                {"zoneID": {"zoneName": "C"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let zones = answer.body["zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 3);
+    assert_eq!(record_names(&zones[0]), ["a1"]);
+    assert!(zones[0]["syncToken"].is_string());
+    assert_eq!(
+        zones[1],
+        json!({
+            "zoneID": zones[1]["zoneID"].clone(),
+            "serverErrorCode": "ZONE_NOT_FOUND",
+            "reason": zones[1]["reason"].clone()
+        }),
+        "an error entry is {{zoneID, serverErrorCode, reason}}"
+    );
+    assert_eq!(zones[1]["zoneID"]["zoneName"], "B");
+    assert!(zones[1]["reason"].is_string());
+    assert_eq!(record_names(&zones[2]), ["c1"]);
+    assert!(zones[2]["syncToken"].is_string());
+}
