@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use governor::clock::Clock;
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RactorErr, RpcReplyPort, call_t};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use skysync_actors::{BoxFuture, ChildSpec, Mailbox};
 use skysync_model::PacingMemory;
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::time::Instant;
 
 use crate::config::ThrottleConfig;
@@ -17,7 +19,7 @@ use crate::retry::RetryVerdict;
 use crate::throttle::{Permit, Throttle, ThrottleDiagnostics};
 
 /// How long a handle waits for the actor to answer before giving up with
-/// [`ThrottleError::Unavailable`].
+/// [`ThrottleError::Local`].
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many times [`ThrottleHandle::acquire`] waits and asks again before answering
@@ -109,24 +111,16 @@ where
     }
 }
 
-/// A cloneable handle to a running throttle actor, with typed async methods.
+/// A cloneable handle to the throttle actor, with typed async methods.
 ///
-/// All clones talk to the same throttle. Every call goes through one private method that
-/// carries the timeout ([`DEFAULT_CALL_TIMEOUT`] unless changed with
-/// [`ThrottleHandle::with_call_timeout`]) and maps a missing answer to
-/// [`ThrottleError::Unavailable`].
+/// All clones talk to the same throttle, through a [`Mailbox`] that a supervisor re-points after a
+/// restart (see [`ThrottleSpec`]). Every call goes through one private method that carries the
+/// timeout ([`DEFAULT_CALL_TIMEOUT`] unless changed with [`ThrottleHandle::with_call_timeout`]);
+/// a missing answer is [`ThrottleError::Local`], never a throttle decision.
 #[derive(Debug, Clone)]
 pub struct ThrottleHandle {
-    actor: ActorRef<ThrottleMessage>,
+    mailbox: Mailbox<ThrottleMessage>,
     call_timeout: Duration,
-}
-
-fn unavailable(request: &'static str, err: RactorErr<ThrottleMessage>) -> ThrottleError {
-    let reason = match err {
-        RactorErr::Timeout => "no answer within the call timeout".to_owned(),
-        other => other.to_string(),
-    };
-    ThrottleError::Unavailable { request, reason }
 }
 
 fn spawn_failed(err: impl std::fmt::Display) -> ThrottleError {
@@ -170,10 +164,9 @@ impl ThrottleHandle {
         C: Clock + Send + Sync + 'static,
     {
         let throttle = starting_throttle(config, clock, memory)?;
-        let (actor, join) = Actor::spawn(None, ThrottleActor::<C>::default(), throttle)
-            .await
-            .map_err(spawn_failed)?;
-        Ok((Self::from_actor(actor), join))
+        let handle = Self::detached();
+        let join = handle.start_from(throttle, None).await?;
+        Ok((handle, join))
     }
 
     /// Spawns an unnamed throttle actor on tokio's clock, starting from `memory`, supervised
@@ -194,7 +187,8 @@ impl ThrottleHandle {
     /// `SupervisionEvent::ActorTerminated` (take it with
     /// `BoxedState::take::<Throttle<C>>()`) and hands it back here, so that the rate, the
     /// server's `retryAfter` deadline and the retry counts survive the restart. One that
-    /// failed left no state: restart it from the last saved [`PacingMemory`] instead.
+    /// failed left no state: restart it from the last saved [`PacingMemory`] instead (as
+    /// [`ThrottleSpec`] does).
     pub async fn spawn_linked_from<C>(
         throttle: Throttle<C>,
         supervisor: ActorCell,
@@ -202,17 +196,43 @@ impl ThrottleHandle {
     where
         C: Clock + Send + Sync + 'static,
     {
-        let (actor, join) =
-            Actor::spawn_linked(None, ThrottleActor::<C>::default(), throttle, supervisor)
-                .await
-                .map_err(spawn_failed)?;
-        Ok((Self::from_actor(actor), join))
+        let handle = Self::detached();
+        let join = handle.start_from(throttle, Some(supervisor)).await?;
+        Ok((handle, join))
     }
 
-    /// A handle for an already running throttle actor (for a supervisor that spawned it).
+    /// A handle whose mailbox has no actor yet: calls wait for one (up to the call timeout).
+    pub fn detached() -> Self {
+        Self {
+            mailbox: Mailbox::new("throttle"),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+
+    /// Starts a throttle actor that continues from `throttle`, linked to `supervisor` if given,
+    /// and attaches it to this handle's mailbox (and every clone's).
+    pub async fn start_from<C>(
+        &self,
+        throttle: Throttle<C>,
+        supervisor: Option<ActorCell>,
+    ) -> Result<JoinHandle<()>>
+    where
+        C: Clock + Send + Sync + 'static,
+    {
+        let actor = ThrottleActor::<C>::default();
+        let spawned = match supervisor {
+            Some(supervisor) => Actor::spawn_linked(None, actor, throttle, supervisor).await,
+            None => Actor::spawn(None, actor, throttle).await,
+        };
+        let (actor, join) = spawned.map_err(spawn_failed)?;
+        self.mailbox.attach(actor);
+        Ok(join)
+    }
+
+    /// A handle for an already running throttle actor (for a test's stand-in).
     pub fn from_actor(actor: ActorRef<ThrottleMessage>) -> Self {
         Self {
-            actor,
+            mailbox: Mailbox::with_actor("throttle", actor),
             call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
@@ -223,20 +243,24 @@ impl ThrottleHandle {
         self
     }
 
-    /// The actor behind this handle, for supervision and for stopping it.
-    pub fn actor(&self) -> &ActorRef<ThrottleMessage> {
-        &self.actor
+    /// The mailbox this handle calls through (a supervisor attaches restarted actors to it).
+    pub fn mailbox(&self) -> &Mailbox<ThrottleMessage> {
+        &self.mailbox
+    }
+
+    /// The actor behind this handle now, if one is attached.
+    pub fn actor(&self) -> Option<ActorRef<ThrottleMessage>> {
+        self.mailbox.actor()
     }
 
     /// Every request to the actor goes through here: one call, with the timeout, a missing
-    /// answer mapped to [`ThrottleError::Unavailable`] naming `request`.
+    /// answer mapped to [`ThrottleError::Local`] naming `request`.
     async fn call<T: Send + 'static>(
         &self,
         request: &'static str,
         build: impl FnOnce(RpcReplyPort<T>) -> ThrottleMessage,
     ) -> Result<T> {
-        let timeout_ms = u64::try_from(self.call_timeout.as_millis()).unwrap_or(u64::MAX);
-        call_t!(self.actor, build, timeout_ms).map_err(|err| unavailable(request, err))
+        Ok(self.mailbox.call(request, self.call_timeout, build).await?)
     }
 
     /// May the next operation start now? [`Permit::Granted`], or the instant to wait for. The
@@ -309,8 +333,68 @@ impl ThrottleHandle {
         self.call("memory", ThrottleMessage::Memory).await
     }
 
-    /// Asks the actor to stop; calls made afterwards answer [`ThrottleError::Unavailable`].
+    /// Asks the actor to stop and empties the mailbox; calls made afterwards answer
+    /// [`ThrottleError::Local`] unless a new actor is started.
     pub fn stop(&self) {
-        self.actor.stop(None);
+        if let Some(actor) = self.mailbox.actor() {
+            self.mailbox.detach();
+            actor.stop(None);
+        }
+    }
+}
+
+/// How a supervisor starts (and restarts) the throttle on tokio's clock: a new actor from the last
+/// [`PacingMemory`] the engine saved, attached to the same handle. (A failed actor leaves no state;
+/// what the store holds is what a restart after a crash would start from too.)
+pub struct ThrottleSpec {
+    config: ThrottleConfig,
+    memory: Arc<Mutex<Option<PacingMemory>>>,
+    handle: ThrottleHandle,
+}
+
+impl ThrottleSpec {
+    /// The spec of a throttle with `config`, starting from `memory`, with a handle that waits for
+    /// its first start. Answers [`ThrottleError::InvalidConfig`] for an out-of-range config.
+    pub fn new(config: ThrottleConfig, memory: Option<PacingMemory>) -> Result<Self> {
+        // Checked here, so that a restart cannot fail on the config.
+        Throttle::new(&config)?;
+        Ok(Self {
+            config,
+            memory: Arc::new(Mutex::new(memory)),
+            handle: ThrottleHandle::detached(),
+        })
+    }
+
+    /// The throttle's handle (valid across restarts).
+    pub fn handle(&self) -> ThrottleHandle {
+        self.handle.clone()
+    }
+
+    /// Where the engine records each [`PacingMemory`] it saves to the store, so that a restart of
+    /// the throttle starts from it.
+    pub fn saved_memory(&self) -> Arc<Mutex<Option<PacingMemory>>> {
+        Arc::clone(&self.memory)
+    }
+}
+
+impl ChildSpec for ThrottleSpec {
+    fn name(&self) -> &'static str {
+        "throttle"
+    }
+
+    fn start(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<Vec<ActorCell>, String>> {
+        Box::pin(async move {
+            let memory = *self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+            let throttle = starting_throttle(&self.config, TokioClock, memory.as_ref())
+                .map_err(|e| e.to_string())?;
+            self.handle
+                .start_from(throttle, Some(supervisor))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.handle
+                .actor()
+                .map(|actor| vec![actor.get_cell()])
+                .ok_or_else(|| "the throttle actor was not attached".to_owned())
+        })
     }
 }

@@ -21,18 +21,11 @@ pub enum ThrottleError {
         reason: String,
     },
 
-    /// The throttle actor did not answer a request: it has stopped, failed, or did not reply
-    /// within the call timeout. Do not dispatch on a missing permit; wait for the supervisor to
-    /// restart the throttle (or spawn a new one) and ask again.
-    #[error(
-        "the throttle actor did not answer `{request}`: {reason}; ask again once it is restarted"
-    )]
-    Unavailable {
-        /// Which request went unanswered (`permit`, `report`, `diagnostics`, ...).
-        request: &'static str,
-        /// Why: stopped, timed out, or failed while handling it.
-        reason: String,
-    },
+    /// The throttle actor did not answer a request: it has stopped, failed, is restarting, or did
+    /// not reply within the call timeout (a local failure, never a cloud one). Do not dispatch on
+    /// a missing permit; wait for the supervisor to restart the throttle and ask again.
+    #[error(transparent)]
+    Local(#[from] skysync_actors::LocalError),
 
     /// `acquire` waited the given number of rounds without ever being granted, because other
     /// callers sharing the same throttle kept taking the quota first. Nothing was dispatched;

@@ -83,6 +83,7 @@ mod throttle;
 
 pub use actor::{
     DEFAULT_ACQUIRE_ROUNDS, DEFAULT_CALL_TIMEOUT, ThrottleActor, ThrottleHandle, ThrottleMessage,
+    ThrottleSpec,
 };
 pub use backoff::Backoff;
 pub use config::{MAX_DELAY_LIMIT, RETRY_AFTER_CAP, ThrottleConfig};

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, SystemTime};
 
+use skysync_actors::{LocalError, RestartPolicy, SupervisorEvent, SupervisorHandle};
 use skysync_model::PacingMemory;
 use skysync_throttle::{
     OperationId, Outcome, PacingPhase, Permit, RetryVerdict, Throttle, ThrottleConfig,
-    ThrottleError, ThrottleHandle, WaitCause,
+    ThrottleError, ThrottleHandle, ThrottleSpec, WaitCause,
 };
 use tokio::time::Instant;
 
@@ -212,28 +213,57 @@ async fn clones_of_a_handle_share_one_throttle() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn calls_to_a_stopped_throttle_answer_unavailable_naming_the_request() {
+async fn calls_to_a_stopped_throttle_answer_a_local_error_naming_the_request() {
     let (throttle, join) = ThrottleHandle::spawn(&config(9), None).await.unwrap();
     throttle.stop();
     join.await.unwrap();
-    match throttle.permit().await {
-        Err(ThrottleError::Unavailable { request, .. }) => assert_eq!(request, "permit"),
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert!(matches!(
+    let unavailable = |request| {
+        ThrottleError::Local(LocalError::Unavailable {
+            component: "throttle",
+            operation: request,
+        })
+    };
+    assert_eq!(throttle.permit().await, Err(unavailable("permit")));
+    assert_eq!(
         throttle.report(op("a"), Outcome::Success).await,
-        Err(ThrottleError::Unavailable {
-            request: "report",
-            ..
-        })
-    ));
+        Err(unavailable("report"))
+    );
+    assert_eq!(throttle.memory().await, Err(unavailable("memory")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervised_throttle_restarts_from_the_saved_memory_behind_the_same_handle() {
+    let (supervisor, _) = SupervisorHandle::spawn(RestartPolicy::default())
+        .await
+        .unwrap();
+    let spec = ThrottleSpec::new(config(10), None).unwrap();
+    let (throttle, saved) = (spec.handle(), spec.saved_memory());
+    supervisor.start(spec).await.unwrap();
+    let mut events = supervisor.subscribe();
+    assert_eq!(throttle.permit().await.unwrap(), Permit::Granted);
+    // The server throttles with retryAfter 30 s; the engine saves what the throttle learned.
+    throttle.report(op("send"), throttled(30)).await.unwrap();
+    *saved.lock().unwrap() = Some(throttle.memory().await.unwrap());
+
+    throttle.actor().unwrap().kill();
     assert!(matches!(
-        throttle.memory().await,
-        Err(ThrottleError::Unavailable {
-            request: "memory",
+        events.recv().await.unwrap(),
+        SupervisorEvent::Restarting {
+            child: "throttle",
             ..
-        })
+        }
     ));
+    // The same handle answers from a new actor, which still owes the server its penalty.
+    match throttle.permit().await.unwrap() {
+        Permit::Wait { until, .. } => {
+            assert!(
+                until >= Instant::now() + Duration::from_secs(20),
+                "{until:?}"
+            );
+        }
+        Permit::Granted => panic!("a restarted throttle forgot the retryAfter it was given"),
+    }
+    supervisor.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
