@@ -293,7 +293,15 @@ impl Actor for QueueActor {
 /// by a supervisor. A queue that does not answer is [`QueueError::Local`].
 ///
 /// There is no acknowledgement here: a confirmed send is acknowledged by the store
-/// (`StoreHandle::confirm_sent`), with the record's new tag and base in the same transaction.
+/// (`StoreHandle::confirm_sent`), with the record's new tag and base in the same transaction, so
+/// that nothing can remove a change from the outbox without recording what the server said:
+///
+/// ```compile_fail
+/// # async fn f(queue: skysync_queue::QueueHandle) {
+/// let batch = queue.next_batch().await.unwrap();
+/// queue.ack(batch).await; // no such method: confirm through the store
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct QueueHandle {
     mailbox: Mailbox<QueueMsg>,
