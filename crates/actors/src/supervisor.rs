@@ -33,6 +33,16 @@ pub trait ChildSpec: Send + Sync + 'static {
     fn start(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<Vec<ActorCell>, String>>;
 }
 
+impl ChildSpec for Box<dyn ChildSpec> {
+    fn name(&self) -> &'static str {
+        self.as_ref().name()
+    }
+
+    fn start(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<Vec<ActorCell>, String>> {
+        self.as_ref().start(supervisor)
+    }
+}
+
 /// When and how often the supervisor restarts a failed component.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RestartPolicy {

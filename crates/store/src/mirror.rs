@@ -709,6 +709,8 @@ impl Mirror {
             outcome.removed.push((zone.clone(), removal));
         }
         self.update_sync_metadata(txn, |meta| {
+            meta.deleted_remotely
+                .extend(changes.deleted.iter().cloned());
             meta.database_token = changes.token.clone();
             for zone in &changes.changed {
                 if !changes.deleted.contains(zone) {

@@ -195,6 +195,9 @@ pub struct SyncMetadata {
     pub ensured_zones: BTreeSet<ZoneId>,
     /// Subscription ids created (or found) on the server.
     pub ensured_subscriptions: BTreeSet<String>,
+    /// Zones the user deleted on the server (reported by `changes/database`): their local data is
+    /// gone and they are not synced (nor created again) until the app asks for them anew.
+    pub deleted_remotely: BTreeSet<ZoneId>,
     /// The account (`userRecordName`) the local data belongs to, once known.
     pub account: Option<String>,
     /// When a fetched page was last applied (ms since the Unix epoch).
@@ -272,6 +275,9 @@ impl SyncMetadataChange {
     pub fn apply(&self, meta: &mut SyncMetadata) {
         match self {
             SyncMetadataChange::ZonesEnsured(zones) => {
+                for zone in zones {
+                    meta.deleted_remotely.remove(zone);
+                }
                 meta.ensured_zones.extend(zones.iter().cloned());
             }
             SyncMetadataChange::SubscriptionEnsured(id) => {

@@ -761,6 +761,10 @@ async fn invariant_8_sync_metadata_commits_with_the_data_it_describes() {
     assert!(meta.zones_to_fetch.contains(&zone()));
     assert!(!meta.ensured_zones.contains(&gone));
     assert!(
+        meta.deleted_remotely.contains(&gone),
+        "not to be synced or created again"
+    );
+    assert!(
         store
             .record(RecordId::new(gone.clone(), "g"))
             .await

@@ -269,8 +269,8 @@ pub fn zone_subscription(subscription_id: impl Into<String>, zone: &ZoneId) -> S
 /// [`crate::TransportHandle`] is the type-erased, cloneable face the session holds. That costs no
 /// boxing per call and needs no macro.
 pub trait CloudDatabase: Send + Sync + 'static {
-    /// Sends one batch of changes (`records/modify`). A conflict comes with the server's copy (the one
-    /// the server attached, or else one looked up).
+    /// Sends one batch of changes (`records/modify`). A conflict comes with the server's copy when
+    /// the answer carried one; otherwise the caller looks it up as an operation of its own.
     fn modify_records(
         &self,
         batch: ModifyBatch,

@@ -1,0 +1,1233 @@
+//! The session actor: the state machine that keeps exactly one operation in flight.
+//!
+//! The session is the only actor that talks to more than one other. It decides the next operation
+//! in DESIGN's priority order (account, zones, subscriptions, conflict lookups, fetches, sends),
+//! hands it to a task of its own that waits for the throttle's permit and runs the request, and
+//! applies the answer when the task reports back. While an operation is out, nothing else is
+//! dispatched. Between operations it resolves open conflicts locally (no request), and when
+//! nothing is left to do it arms the periodic fetch timer.
+
+use crate::config::{AccountChangePolicy, SessionConfig};
+use crate::types::{
+    Diagnostics, Halt, HaltReason, OperationKind, OperationSummary, Status, SyncEvent,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use skysync_conflict::ConflictHandle;
+use skysync_model::wire::UserIdentity;
+use skysync_model::{
+    ChangeToken, CloudError, ErrorClass, FieldValue, PendingChange, Record, RecordId, ZoneId,
+};
+use skysync_queue::{Batch, BatchLimits, QueueHandle};
+use skysync_store::{
+    ConfirmedChange, DatabaseChanges, FetchedPage, ResolveOutcome, ResolvedConflict, StoreHandle,
+    SyncMetadata, SyncMetadataChange,
+};
+use skysync_throttle::{OperationId, Outcome, Permit, RetryVerdict, ThrottleHandle, WaitCause};
+use skysync_transport::{
+    DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, RequestError, TransportHandle,
+    ZoneChangesPage, zone_subscription,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+/// The five components the session drives, each behind its restartable handle.
+#[derive(Clone, Debug)]
+pub struct Components {
+    /// The local mirror.
+    pub store: StoreHandle,
+    /// The outbox.
+    pub queue: QueueHandle,
+    /// Pacing and retry counting.
+    pub throttle: ThrottleHandle,
+    /// CloudKit.
+    pub transport: TransportHandle,
+    /// The conflict resolver.
+    pub conflict: ConflictHandle,
+}
+
+/// One operation, with what it needs to run.
+#[derive(Clone, Debug)]
+enum Operation {
+    CurrentUser,
+    EnsureZones(Vec<ZoneId>),
+    EnsureSubscription(ZoneId),
+    FetchDatabase(Option<ChangeToken>),
+    FetchZone {
+        zone: ZoneId,
+        token: Option<ChangeToken>,
+    },
+    Send(Batch),
+    Lookup {
+        zone: ZoneId,
+        ids: Vec<RecordId>,
+    },
+}
+
+impl Operation {
+    fn kind(&self) -> OperationKind {
+        match self {
+            Operation::CurrentUser => OperationKind::CurrentUser,
+            Operation::EnsureZones(_) => OperationKind::EnsureZones,
+            Operation::EnsureSubscription(_) => OperationKind::EnsureSubscription,
+            Operation::FetchDatabase(_) => OperationKind::FetchDatabase,
+            Operation::FetchZone { .. } => OperationKind::FetchZone,
+            Operation::Send(_) => OperationKind::Send,
+            Operation::Lookup { .. } => OperationKind::Lookup,
+        }
+    }
+
+    fn zone(&self) -> Option<ZoneId> {
+        match self {
+            Operation::EnsureSubscription(zone)
+            | Operation::FetchZone { zone, .. }
+            | Operation::Lookup { zone, .. } => Some(zone.clone()),
+            Operation::Send(batch) => batch.zone().cloned(),
+            _ => None,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Operation::EnsureZones(zones) => zones.len(),
+            Operation::Send(batch) => batch.len(),
+            Operation::Lookup { ids, .. } => ids.len(),
+            _ => 1,
+        }
+    }
+
+    /// The identity the throttle counts retries by: the same work, retried, keeps it.
+    fn retry_key(&self) -> OperationId {
+        let zone = self.zone().map(|z| z.zone_name).unwrap_or_default();
+        OperationId::new(match self {
+            Operation::Send(batch) => format!(
+                "send:{zone}:{}",
+                batch.changes().first().map(|c| c.seq.0).unwrap_or_default()
+            ),
+            other => format!("{}:{zone}", other.kind()),
+        })
+    }
+}
+
+/// What an operation's request answered (opaque: only the session reads it).
+#[derive(Debug)]
+pub struct Completion(Result<Answer, RequestError>);
+
+/// What an operation's request answered.
+#[derive(Debug)]
+enum Answer {
+    User(UserIdentity),
+    ZonesEnsured(Vec<ZoneId>),
+    SubscriptionEnsured(ZoneId),
+    Database(DatabaseChangesPage),
+    Zone(ZoneChangesPage),
+    Sent(Batch, Vec<ModifyOutcome>),
+    Looked(Vec<LookupOutcome>),
+}
+
+/// The session's messages: its interface. The [`crate::Engine`] sends most of them.
+pub enum SessionMsg {
+    /// A local change was committed: send soon.
+    LocalChanged,
+    /// Fetch and send now.
+    SyncNow,
+    /// A notification said a zone changed.
+    RemoteChanged(ZoneId),
+    /// Leave a halt and sync again.
+    Resume(RpcReplyPort<()>),
+    /// Diagnostics, with the liveness verdict.
+    Diagnostics(RpcReplyPort<Diagnostics>),
+    /// Delete the synced zones on the server and stop syncing.
+    DeleteAllRemoteData(RpcReplyPort<Result<(), String>>),
+    /// Stop dispatching; cancel or finish the operation in flight; answer when done.
+    Shutdown(RpcReplyPort<()>),
+    /// A component the supervisor gave up on.
+    ComponentFailed {
+        /// The component.
+        component: String,
+        /// Its last failure.
+        reason: String,
+    },
+    /// A timer fired (the generation tells stale timers apart).
+    Timer(u64),
+    /// The operation's task is waiting for the throttle.
+    Waiting {
+        /// The operation's batch id.
+        id: u64,
+        /// Until when.
+        until: Instant,
+        /// Why.
+        cause: WaitCause,
+    },
+    /// The operation's task got its permit and sent the request.
+    Started(u64),
+    /// The operation's task ended.
+    Done(u64, Box<Completion>),
+}
+
+impl std::fmt::Debug for SessionMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionMsg::LocalChanged => "LocalChanged",
+            SessionMsg::SyncNow => "SyncNow",
+            SessionMsg::RemoteChanged(_) => "RemoteChanged",
+            SessionMsg::Resume(_) => "Resume",
+            SessionMsg::Diagnostics(_) => "Diagnostics",
+            SessionMsg::DeleteAllRemoteData(_) => "DeleteAllRemoteData",
+            SessionMsg::Shutdown(_) => "Shutdown",
+            SessionMsg::ComponentFailed { .. } => "ComponentFailed",
+            SessionMsg::Timer(_) => "Timer",
+            SessionMsg::Waiting { .. } => "Waiting",
+            SessionMsg::Started(_) => "Started",
+            SessionMsg::Done(..) => "Done",
+        })
+    }
+}
+
+/// What the session starts with.
+pub struct SessionArgs {
+    /// The components.
+    pub components: Components,
+    /// How to behave.
+    pub config: SessionConfig,
+    /// Where events go.
+    pub events: broadcast::Sender<SyncEvent>,
+    /// Where the status goes.
+    pub status: watch::Sender<Status>,
+}
+
+struct InFlight {
+    op: Operation,
+    summary: OperationSummary,
+    waiting: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The session actor's state.
+pub struct SessionState {
+    c: Components,
+    config: SessionConfig,
+    events: broadcast::Sender<SyncEvent>,
+    status: watch::Sender<Status>,
+    meta: SyncMetadata,
+    /// Zones this process has not fetched to the end yet (every zone at start).
+    unfetched: BTreeSet<ZoneId>,
+    fetch_wanted: bool,
+    lookups: Vec<RecordId>,
+    in_flight: Option<InFlight>,
+    next_id: u64,
+    last_completed: Option<(OperationSummary, bool)>,
+    halt: Option<Halt>,
+    exhausted_halts: u32,
+    offline: bool,
+    limits: BatchLimits,
+    timer: Option<(u64, Instant)>,
+    timer_generation: u64,
+    /// Full refetches in progress after an expired token: the records seen so far, per zone.
+    refetch_seen: HashMap<ZoneId, BTreeSet<RecordId>>,
+    shutting_down: bool,
+    /// Set while the app's remote data is being deleted.
+    remote_deleted: bool,
+}
+
+/// The session actor. Spawn it through the [`crate::Engine`].
+#[derive(Debug, Default)]
+pub struct SessionActor;
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let meta = args.components.store.sync_metadata().await?;
+        let limits = args.config.batch_limits;
+        let unfetched = args
+            .config
+            .zones
+            .iter()
+            .filter(|z| !meta.deleted_remotely.contains(z))
+            .cloned()
+            .collect();
+        let mut state = SessionState {
+            c: args.components,
+            config: args.config,
+            events: args.events,
+            status: args.status,
+            meta,
+            unfetched,
+            fetch_wanted: true,
+            lookups: Vec::new(),
+            in_flight: None,
+            next_id: 0,
+            last_completed: None,
+            halt: None,
+            exhausted_halts: 0,
+            offline: false,
+            limits,
+            timer: None,
+            timer_generation: 0,
+            refetch_seen: HashMap::new(),
+            shutting_down: false,
+            remote_deleted: false,
+        };
+        state.step(&myself).await;
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(in_flight) = state.in_flight.take() {
+            in_flight.task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::LocalChanged => {
+                if state.in_flight.is_none() && state.timer.is_none() {
+                    let debounce = state.config.send_debounce;
+                    state.arm_timer(&myself, debounce);
+                }
+                return Ok(());
+            }
+            SessionMsg::SyncNow => state.fetch_wanted = true,
+            SessionMsg::RemoteChanged(zone) => {
+                state.fetch_wanted = true;
+                state.unfetched.insert(zone);
+            }
+            SessionMsg::Resume(reply) => {
+                if !matches!(
+                    state.halt.as_ref().map(|h| &h.reason),
+                    Some(HaltReason::RemoteDataDeleted)
+                ) {
+                    state.halt = None;
+                }
+                state.fetch_wanted = true;
+                // A resume is a fresh start for every operation's count.
+                let _ = state.c.throttle.clear_retries().await;
+                let _ = reply.send(());
+            }
+            SessionMsg::Diagnostics(reply) => {
+                let diagnostics = state.diagnostics().await;
+                let _ = reply.send(diagnostics);
+                return Ok(());
+            }
+            SessionMsg::DeleteAllRemoteData(reply) => {
+                let result = state.delete_all_remote_data().await;
+                let _ = reply.send(result);
+            }
+            SessionMsg::Shutdown(reply) => {
+                state.shutting_down = true;
+                if let Some(in_flight) = state.in_flight.take() {
+                    // Abandoned cleanly: nothing of it was committed locally, and every
+                    // operation is safe to redo at the next start.
+                    in_flight.task.abort();
+                }
+                let _ = reply.send(());
+                return Ok(());
+            }
+            SessionMsg::ComponentFailed { component, reason } => {
+                state.halt(HaltReason::ComponentFailed { component, reason });
+            }
+            SessionMsg::Timer(generation) => {
+                if state.timer.is_some_and(|(g, _)| g == generation) {
+                    state.timer = None;
+                    if let Some(Halt {
+                        reason: HaltReason::Exhausted { .. },
+                    }) = &state.halt
+                    {
+                        // The cool-down is over: the supervisor's resume.
+                        state.halt = None;
+                        let _ = state.c.throttle.clear_retries().await;
+                    }
+                    if state.in_flight.is_none() && state.pending_count().await == 0 {
+                        state.fetch_wanted = true;
+                    }
+                } else {
+                    return Ok(());
+                }
+            }
+            SessionMsg::Waiting { id, .. } => {
+                if let Some(in_flight) = state
+                    .in_flight
+                    .as_mut()
+                    .filter(|f| f.summary.batch_id == id)
+                {
+                    in_flight.waiting = true;
+                    state.publish_status();
+                }
+                return Ok(());
+            }
+            SessionMsg::Started(id) => {
+                if let Some(in_flight) = state
+                    .in_flight
+                    .as_mut()
+                    .filter(|f| f.summary.batch_id == id)
+                {
+                    in_flight.waiting = false;
+                    state.publish_status();
+                }
+                return Ok(());
+            }
+            SessionMsg::Done(id, result) => {
+                let Some(in_flight) = state.in_flight.take_if(|f| f.summary.batch_id == id) else {
+                    return Ok(());
+                };
+                state.complete(&myself, in_flight, result.0).await;
+            }
+        }
+        state.step(&myself).await;
+        Ok(())
+    }
+}
+
+impl SessionState {
+    /// Dispatches the next operation if none is in flight, or arms the timer that will.
+    async fn step(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.shutting_down || self.in_flight.is_some() {
+            self.publish_status();
+            return;
+        }
+        self.resolve_open_conflicts().await;
+        if self.halt.is_none()
+            && let Some(op) = self.next_operation().await
+        {
+            self.dispatch(myself, op);
+        } else if self.halt.is_none() && self.timer.is_none() {
+            let interval = jittered(self.config.fetch_interval);
+            self.arm_timer(myself, interval);
+        }
+        self.publish_status();
+    }
+
+    /// DESIGN's priority: account, zones, subscriptions, conflict lookups, fetch, send.
+    async fn next_operation(&mut self) -> Option<Operation> {
+        if self.meta.account.is_none() {
+            return Some(Operation::CurrentUser);
+        }
+        let synced: Vec<ZoneId> = self
+            .config
+            .zones
+            .iter()
+            .filter(|z| !self.meta.deleted_remotely.contains(z))
+            .cloned()
+            .collect();
+        let missing: Vec<ZoneId> = synced
+            .iter()
+            .filter(|z| !self.meta.ensured_zones.contains(z))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Some(Operation::EnsureZones(missing));
+        }
+        if self.config.notifications
+            && let Some(zone) = synced.iter().find(|z| {
+                !self
+                    .meta
+                    .ensured_subscriptions
+                    .contains(&self.config.subscription_id(z))
+            })
+        {
+            return Some(Operation::EnsureSubscription(zone.clone()));
+        }
+        if let Some(first) = self.lookups.first() {
+            let zone = first.zone.clone();
+            let ids: Vec<RecordId> = self
+                .lookups
+                .iter()
+                .filter(|id| id.zone == zone)
+                .take(skysync_model::MAX_OPERATIONS_PER_REQUEST)
+                .cloned()
+                .collect();
+            return Some(Operation::Lookup { zone, ids });
+        }
+        if self.fetch_wanted {
+            return Some(Operation::FetchDatabase(self.meta.database_token.clone()));
+        }
+        let to_fetch = self
+            .meta
+            .zones_to_fetch
+            .iter()
+            .chain(self.unfetched.iter())
+            .find(|z| synced.contains(z))
+            .cloned();
+        if let Some(zone) = to_fetch {
+            let token = self.c.store.change_token(zone.clone()).await.ok().flatten();
+            return Some(Operation::FetchZone { zone, token });
+        }
+        match self.c.queue.next_batch_within(self.limits).await {
+            Ok(batch) if !batch.is_empty() => Some(Operation::Send(batch)),
+            _ => None,
+        }
+    }
+
+    fn dispatch(&mut self, myself: &ActorRef<SessionMsg>, op: Operation) {
+        self.next_id += 1;
+        let summary = OperationSummary {
+            kind: op.kind(),
+            zone: op.zone(),
+            size: op.size(),
+            batch_id: self.next_id,
+        };
+        tracing::debug!(kind = %summary.kind, batch_id = summary.batch_id, size = summary.size, "operation dispatched");
+        let task = tokio::spawn(run(
+            myself.clone(),
+            self.c.throttle.clone(),
+            self.c.transport.clone(),
+            self.config.subscription_prefix.clone(),
+            op.clone(),
+            summary.batch_id,
+        ));
+        self.timer = None;
+        self.in_flight = Some(InFlight {
+            op,
+            summary,
+            waiting: false,
+            task,
+        });
+    }
+
+    /// Applies what an operation's request answered.
+    async fn complete(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        in_flight: InFlight,
+        result: Result<Answer, RequestError>,
+    ) {
+        let InFlight { op, summary, .. } = in_flight;
+        let key = op.retry_key();
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(RequestError::Local(error)) => {
+                // Not a cloud failure: not counted, not a rate signal. Redo after a pause.
+                tracing::warn!(%error, kind = %summary.kind, "a component did not answer; redoing the operation");
+                self.last_completed = Some((summary, false));
+                let retry = self.config.local_retry;
+                self.arm_timer(myself, retry);
+                return;
+            }
+            Err(RequestError::Cloud(error)) => {
+                self.last_completed = Some((summary, false));
+                self.on_request_failed(myself, &op, &key, error).await;
+                return;
+            }
+        };
+        if self.offline {
+            self.offline = false;
+        }
+        let succeeded = self.apply(&op, answer).await;
+        if succeeded {
+            let _ = self.c.throttle.report(key, Outcome::Success).await;
+        }
+        self.last_completed = Some((summary, succeeded));
+    }
+
+    /// DESIGN's error table for a failed request.
+    async fn on_request_failed(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        op: &Operation,
+        key: &OperationId,
+        error: CloudError,
+    ) {
+        let class = error.class();
+        tracing::warn!(error = %error, ?class, kind = %op.kind(), "operation failed");
+        match class {
+            ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Offline => {
+                self.offline = class == ErrorClass::Offline;
+                if let Some(outcome) = Outcome::from_cloud_error(&error)
+                    && let Ok(RetryVerdict::Exhausted {
+                        failures,
+                        last_error,
+                    }) = self.c.throttle.report(key.clone(), outcome).await
+                {
+                    self.exhausted_halts = self.exhausted_halts.saturating_add(1);
+                    let cool_down = self
+                        .config
+                        .exhausted_cool_down
+                        .saturating_mul(1 << self.exhausted_halts.saturating_sub(1).min(6))
+                        .min(Duration::from_secs(3600));
+                    self.halt(HaltReason::Exhausted {
+                        operation: op.kind().to_string(),
+                        failures,
+                        last_error: last_error.to_string(),
+                        cool_down,
+                    });
+                    self.arm_timer(myself, cool_down);
+                }
+            }
+            ErrorClass::TooLarge => {
+                if let Operation::Send(batch) = op {
+                    if batch.len() <= 1 {
+                        self.park_batch(batch, &error.to_string()).await;
+                    } else {
+                        // Halves: the next batches are formed at half the size.
+                        self.limits = BatchLimits::new(batch.len() / 2, self.limits.max_bytes / 2);
+                    }
+                }
+            }
+            ErrorClass::TokenExpired => {
+                if let Operation::FetchZone { zone, .. } = op {
+                    let _ = self.c.store.forget_token(zone.clone()).await;
+                    self.refetch_seen.insert(zone.clone(), BTreeSet::new());
+                    self.unfetched.insert(zone.clone());
+                } else {
+                    // The database token expired: start over from no token.
+                    let _ = self
+                        .c
+                        .store
+                        .apply_database_changes(DatabaseChanges {
+                            token: None,
+                            changed: self.config.zones.clone(),
+                            deleted: Vec::new(),
+                        })
+                        .await;
+                    self.reload_meta().await;
+                }
+            }
+            ErrorClass::ZoneGone => {
+                if let Some(zone) = op.zone() {
+                    self.zone_gone(zone).await;
+                }
+            }
+            ErrorClass::Fatal | ErrorClass::Conflict | ErrorClass::ItemRejected => {
+                self.halt(HaltReason::Fatal {
+                    operation: op.kind().to_string(),
+                    error: error_brief(&error),
+                })
+            }
+        }
+    }
+
+    /// ZONE_NOT_FOUND: check whether the user deleted it (then drop it), otherwise create it again
+    /// and re-send its records.
+    async fn zone_gone(&mut self, zone: ZoneId) {
+        if self.meta.deleted_remotely.contains(&zone) {
+            return;
+        }
+        // Ask changes/database first: a zone deleted on purpose must not be re-created.
+        self.fetch_wanted = true;
+        match self.c.store.reset_zone(zone.clone()).await {
+            Ok(reset) => {
+                tracing::info!(zone = %zone.zone_name, requeued = reset.requeued, "zone gone on the server; it will be created again");
+            }
+            Err(error) => tracing::warn!(%error, "resetting a zone failed"),
+        }
+        self.unfetched.insert(zone);
+        self.reload_meta().await;
+    }
+
+    /// Applies a successful answer; false if it turned out to be a failure after all.
+    async fn apply(&mut self, op: &Operation, answer: Answer) -> bool {
+        match answer {
+            Answer::User(user) => {
+                let current = user.user_record_name;
+                match self.meta.account.clone() {
+                    Some(previous) if previous != current => {
+                        self.account_changed(previous, current).await;
+                    }
+                    _ => self.update_meta(SyncMetadataChange::Account(current)).await,
+                }
+                true
+            }
+            Answer::ZonesEnsured(zones) => {
+                self.update_meta(SyncMetadataChange::ZonesEnsured(zones))
+                    .await;
+                true
+            }
+            Answer::SubscriptionEnsured(zone) => {
+                let id = self.config.subscription_id(&zone);
+                self.update_meta(SyncMetadataChange::SubscriptionEnsured(id))
+                    .await;
+                true
+            }
+            Answer::Database(page) => {
+                let ours = |zones: &[ZoneId]| -> Vec<ZoneId> {
+                    zones
+                        .iter()
+                        .filter(|z| self.config.zones.contains(z))
+                        .cloned()
+                        .collect()
+                };
+                let changes = DatabaseChanges {
+                    token: Some(page.token.clone()),
+                    changed: ours(&page.changed_zones),
+                    deleted: ours(&page.deleted_zones),
+                };
+                match self.c.store.apply_database_changes(changes).await {
+                    Ok(outcome) => {
+                        for (zone, _) in outcome.removed {
+                            self.unfetched.remove(&zone);
+                            let _ = self.events.send(SyncEvent::ZoneDeletedRemotely { zone });
+                        }
+                        if !page.more_coming {
+                            self.fetch_wanted = false;
+                        }
+                        self.reload_meta().await;
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "committing changes/database failed");
+                        false
+                    }
+                }
+            }
+            Answer::Zone(page) => self.apply_zone_page(page).await,
+            Answer::Sent(batch, outcomes) => {
+                self.apply_sent(batch, outcomes).await;
+                true
+            }
+            Answer::Looked(outcomes) => {
+                if let Operation::Lookup { ids, .. } = op {
+                    self.lookups.retain(|id| !ids.contains(id));
+                }
+                for outcome in outcomes {
+                    let (id, server) = match outcome {
+                        LookupOutcome::Found(record) => (record.id.clone(), Some(record)),
+                        LookupOutcome::NotFound(id) => (id, None),
+                        LookupOutcome::Failed { id, error } => {
+                            tracing::warn!(record = %id, %error, "a conflicting record could not be read");
+                            continue;
+                        }
+                    };
+                    let _ = self.c.store.record_conflict(id, server).await;
+                }
+                true
+            }
+        }
+    }
+
+    async fn apply_zone_page(&mut self, page: ZoneChangesPage) -> bool {
+        let zone = page.zone.clone();
+        if let Some(reason) = self.schema_violation(&page.changed) {
+            self.halt(reason);
+            return false;
+        }
+        let refetching = self.refetch_seen.contains_key(&zone);
+        if let Some(seen) = self.refetch_seen.get_mut(&zone) {
+            seen.extend(page.changed.iter().map(|r| r.id.clone()));
+        }
+        let fetched = FetchedPage {
+            zone: zone.clone(),
+            changed: page.changed,
+            deleted: page.deleted,
+            token: page.token.clone(),
+            more_coming: page.more_coming,
+        };
+        let outcome = match self.c.store.apply_fetched(fetched).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(%error, "applying a fetched page failed");
+                return false;
+            }
+        };
+        let _ = self.events.send(SyncEvent::Fetched {
+            zone: zone.clone(),
+            changed: outcome.applied,
+            deleted: outcome.removed,
+        });
+        if !page.more_coming {
+            self.unfetched.remove(&zone);
+            if refetching {
+                self.reconcile_refetch(&zone, page.token).await;
+            }
+        }
+        self.reload_meta().await;
+        true
+    }
+
+    /// After a full refetch (an expired token): a record holding a change tag here, with no
+    /// pending change, that the refetch did not return was deleted on the server (a refetch from
+    /// no token reports no deletions).
+    async fn reconcile_refetch(&mut self, zone: &ZoneId, token: ChangeToken) {
+        let Some(seen) = self.refetch_seen.remove(zone) else {
+            return;
+        };
+        let mut gone = Vec::new();
+        let mut after = None;
+        loop {
+            let Ok(page) = self.c.store.records_in_zone(zone.clone(), after, 500).await else {
+                return;
+            };
+            for record in &page.records {
+                if record.system.is_some()
+                    && !seen.contains(&record.id)
+                    && matches!(self.c.queue.entry(record.id.clone()).await, Ok(None))
+                {
+                    gone.push(record.id.clone());
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let page = FetchedPage {
+            zone: zone.clone(),
+            changed: Vec::new(),
+            deleted: gone.clone(),
+            token,
+            more_coming: false,
+        };
+        if self.c.store.apply_fetched(page).await.is_ok() {
+            let _ = self.events.send(SyncEvent::DeletedRemotely { ids: gone });
+        }
+    }
+
+    /// Every per-item outcome of a send.
+    async fn apply_sent(&mut self, batch: Batch, outcomes: Vec<ModifyOutcome>) {
+        let zone = batch.zone().cloned();
+        let mut confirmed = Vec::new();
+        let (mut saved, mut deleted) = (0, 0);
+        for (sent, outcome) in batch.changes().iter().zip(outcomes) {
+            match outcome {
+                ModifyOutcome::Saved { system, .. } => {
+                    if let PendingChange::Save(record) = &sent.change {
+                        let mut record = record.clone();
+                        record.system = Some(system);
+                        confirmed.push(ConfirmedChange::Saved {
+                            seq: sent.seq,
+                            record,
+                        });
+                        saved += 1;
+                    }
+                }
+                ModifyOutcome::Deleted { id } => {
+                    confirmed.push(ConfirmedChange::Deleted { seq: sent.seq, id });
+                    deleted += 1;
+                }
+                ModifyOutcome::Conflict {
+                    id, server_record, ..
+                } => match server_record {
+                    Some(server) => {
+                        // A create whose answer was lost comes back EXISTS with our own copy:
+                        // adopt it, do not loop.
+                        if let PendingChange::Save(local) = &sent.change
+                            && local.fields == server.fields
+                            && local.record_type == server.record_type
+                        {
+                            confirmed.push(ConfirmedChange::Saved {
+                                seq: sent.seq,
+                                record: *server,
+                            });
+                            saved += 1;
+                        } else {
+                            let _ = self.c.store.record_conflict(id, Some(*server)).await;
+                        }
+                    }
+                    None => self.lookups.push(id),
+                },
+                ModifyOutcome::Failed { id, error } => {
+                    self.on_item_failed(id, sent.seq, &sent.change, error).await;
+                }
+            }
+        }
+        if !confirmed.is_empty()
+            && let Err(error) = self.c.store.confirm_sent(confirmed).await
+        {
+            tracing::warn!(%error, "committing a confirmation failed; the batch will be resent");
+        }
+        // A send that went through restores the full batch size.
+        self.limits = self.config.batch_limits;
+        if let Some(zone) = zone {
+            let _ = self.events.send(SyncEvent::Sent {
+                zone,
+                saved,
+                deleted,
+            });
+        }
+    }
+
+    async fn on_item_failed(
+        &mut self,
+        id: RecordId,
+        seq: skysync_queue::ChangeSeq,
+        change: &PendingChange,
+        error: CloudError,
+    ) {
+        let code = error.server_code().cloned();
+        match error.class() {
+            // NOT_FOUND on an update of a record that had a tag: the server deleted it.
+            ErrorClass::ItemRejected
+                if code == Some(skysync_model::ServerErrorCode::NotFound)
+                    && change.change_tag().is_some() =>
+            {
+                let _ = self.c.store.record_conflict(id, None).await;
+            }
+            ErrorClass::ItemRejected | ErrorClass::TooLarge => {
+                let reason = error_brief(&error);
+                if matches!(
+                    self.c.queue.park(id.clone(), seq, reason.clone()).await,
+                    Ok(true)
+                ) {
+                    let _ = self.events.send(SyncEvent::ChangeParked { id, reason });
+                }
+            }
+            ErrorClass::ZoneGone => self.zone_gone(id.zone.clone()).await,
+            ErrorClass::Fatal => self.halt(HaltReason::Fatal {
+                operation: "send".into(),
+                error: error_brief(&error),
+            }),
+            // An innocent of a failed atomic batch, or a passing failure: it stays pending and
+            // goes out again with the next batch.
+            _ => {}
+        }
+    }
+
+    async fn park_batch(&mut self, batch: &Batch, reason: &str) {
+        for change in batch.changes() {
+            if matches!(
+                self.c
+                    .queue
+                    .park(change.record_id().clone(), change.seq, reason)
+                    .await,
+                Ok(true)
+            ) {
+                let _ = self.events.send(SyncEvent::ChangeParked {
+                    id: change.record_id().clone(),
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// Settles every open conflict with the resolver and commits the answers (no request).
+    async fn resolve_open_conflicts(&mut self) {
+        let Ok(open) = self.c.store.open_conflicts(None, 200).await else {
+            return;
+        };
+        for conflict in open {
+            let id = conflict.id.clone();
+            let Ok(Some(entry)) = self.c.store.pending_change(id.clone()).await else {
+                continue;
+            };
+            if matches!(entry, skysync_queue::OutboxEntry::Parked(_)) {
+                continue;
+            }
+            let base = self.c.store.merge_base(id.clone()).await.ok().flatten();
+            let resolution = match self
+                .c
+                .conflict
+                .resolve(entry.change().clone(), base, conflict.server.clone())
+                .await
+            {
+                Ok(resolution) => resolution,
+                Err(error) => {
+                    tracing::warn!(record = %id, %error, "a conflict could not be resolved");
+                    continue;
+                }
+            };
+            let kind = resolution.kind();
+            let committed = self
+                .c
+                .store
+                .commit_resolution(ResolvedConflict {
+                    id: id.clone(),
+                    server: conflict.server,
+                    local_seq: Some(entry.seq()),
+                    resolution,
+                })
+                .await;
+            if let Ok(ResolveOutcome::Committed { .. }) = committed {
+                let _ = self.events.send(SyncEvent::ConflictResolved {
+                    id,
+                    resolution: kind,
+                });
+            }
+        }
+    }
+
+    /// The schema guard over fetched records.
+    fn schema_violation(&self, records: &[Record]) -> Option<HaltReason> {
+        let guard = &self.config.schema;
+        for record in records {
+            if let Some(field) = &guard.version_field
+                && let Some(FieldValue::Int64(version)) = record.get(field)
+                && *version > guard.max_version
+            {
+                return Some(HaltReason::NewerSchema {
+                    record_type: record.record_type.clone(),
+                    version: Some(*version),
+                    detail: format!("this app reads up to version {}", guard.max_version),
+                });
+            }
+            if let Some((_, known)) = guard
+                .known_fields
+                .iter()
+                .find(|(t, _)| *t == record.record_type)
+                && let Some(unknown) = record.fields.keys().find(|f| !known.contains(f))
+            {
+                return Some(HaltReason::NewerSchema {
+                    record_type: record.record_type.clone(),
+                    version: None,
+                    detail: format!("unknown field `{unknown}`"),
+                });
+            }
+        }
+        None
+    }
+
+    async fn account_changed(&mut self, previous: String, current: String) {
+        let _ = self.events.send(SyncEvent::AccountChanged {
+            previous: previous.clone(),
+            current: current.clone(),
+        });
+        match self.config.account_change {
+            AccountChangePolicy::Halt => self.halt(HaltReason::Fatal {
+                operation: "current_user".into(),
+                error: format!("the account changed from {previous} to {current}"),
+            }),
+            AccountChangePolicy::ClearLocalData => {
+                tokio::time::sleep(self.config.account_change_grace).await;
+                for zone in self.config.zones.clone() {
+                    let _ = self.c.store.remove_zone(zone.clone()).await;
+                    self.unfetched.insert(zone);
+                }
+                let _ = self
+                    .c
+                    .store
+                    .apply_database_changes(DatabaseChanges::default())
+                    .await;
+                self.update_meta(SyncMetadataChange::Account(current)).await;
+                self.fetch_wanted = true;
+            }
+        }
+    }
+
+    async fn delete_all_remote_data(&mut self) -> Result<(), String> {
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.task.abort();
+        }
+        let zones: Vec<ZoneId> = self.config.zones.clone();
+        self.c
+            .transport
+            .delete_zones(zones.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        // Local data goes with the remote: no change tags, tokens or pending changes are left to
+        // re-upload anything.
+        self.c
+            .store
+            .apply_database_changes(DatabaseChanges {
+                token: None,
+                changed: Vec::new(),
+                deleted: zones,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.remote_deleted = true;
+        self.halt(HaltReason::RemoteDataDeleted);
+        self.reload_meta().await;
+        Ok(())
+    }
+
+    fn halt(&mut self, reason: HaltReason) {
+        tracing::warn!(reason = %reason, "sync halted");
+        let halt = Halt { reason };
+        let _ = self.events.send(SyncEvent::Halted(halt.clone()));
+        self.halt = Some(halt);
+    }
+
+    async fn update_meta(&mut self, change: SyncMetadataChange) {
+        match self.c.store.update_sync_metadata(change).await {
+            Ok(meta) => self.meta = meta,
+            Err(error) => tracing::warn!(%error, "saving sync metadata failed"),
+        }
+    }
+
+    async fn reload_meta(&mut self) {
+        if let Ok(meta) = self.c.store.sync_metadata().await {
+            self.meta = meta;
+        }
+    }
+
+    async fn pending_count(&self) -> u64 {
+        self.c.queue.depth().await.map(|d| d.pending).unwrap_or(0)
+    }
+
+    fn arm_timer(&mut self, myself: &ActorRef<SessionMsg>, after: Duration) {
+        self.timer_generation += 1;
+        let generation = self.timer_generation;
+        self.timer = Some((generation, Instant::now() + after));
+        myself.send_after(after, move || SessionMsg::Timer(generation));
+    }
+
+    fn current_status(&self) -> Status {
+        if self.halt.is_some() {
+            return Status::Halted;
+        }
+        if self.offline {
+            return Status::Offline;
+        }
+        match &self.in_flight {
+            Some(in_flight) if in_flight.waiting => Status::Waiting,
+            Some(in_flight) => match in_flight.summary.kind {
+                OperationKind::Send => Status::Uploading,
+                _ => Status::Downloading,
+            },
+            None => Status::Idle,
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = self.current_status();
+        let changed = self.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+        if changed {
+            let _ = self.events.send(SyncEvent::StatusChanged(status));
+        }
+    }
+
+    async fn diagnostics(&self) -> Diagnostics {
+        let queue = self.c.queue.depth().await.unwrap_or_default();
+        let liveness_ok = queue.pending == 0
+            || self.halt.is_some()
+            || self.offline
+            || self.shutting_down
+            || self.in_flight.is_some()
+            || self.timer.is_some();
+        Diagnostics {
+            status: self.current_status(),
+            queue,
+            parked: self.c.queue.parked().await.unwrap_or_default(),
+            open_conflicts: self
+                .c
+                .store
+                .open_conflicts(None, usize::MAX)
+                .await
+                .map(|c| c.len() as u64)
+                .unwrap_or(0),
+            tagged_records: self.c.store.tagged_count().await.unwrap_or(0),
+            account: self.meta.account.clone(),
+            last_fetch_unix_ms: self.meta.last_fetch_unix_ms,
+            last_send_unix_ms: self.meta.last_send_unix_ms,
+            in_flight: self.in_flight.as_ref().map(|f| f.summary.clone()),
+            last_completed: self.last_completed.clone(),
+            throttle: self.c.throttle.diagnostics().await.ok(),
+            halt: self.halt.clone(),
+            offline: self.offline,
+            batch_limits: self.limits,
+            liveness_ok,
+        }
+    }
+}
+
+/// Runs one operation: waits for the throttle's permit, sends the request, reports back.
+async fn run(
+    session: ActorRef<SessionMsg>,
+    throttle: ThrottleHandle,
+    transport: TransportHandle,
+    subscription_prefix: String,
+    op: Operation,
+    id: u64,
+) {
+    loop {
+        match throttle.permit().await {
+            Ok(Permit::Granted) => break,
+            Ok(Permit::Wait { until, cause }) => {
+                let _ = session.send_message(SessionMsg::Waiting { id, until, cause });
+                tokio::time::sleep_until(until).await;
+            }
+            Err(error) => {
+                // A throttle that does not answer is a local failure: the operation is redone.
+                let local = match error {
+                    skysync_throttle::ThrottleError::Local(local) => local,
+                    _ => skysync_actors::LocalError::Unavailable {
+                        component: "throttle",
+                        operation: "permit",
+                    },
+                };
+                let done = Completion(Err(RequestError::Local(local)));
+                let _ = session.send_message(SessionMsg::Done(id, Box::new(done)));
+                return;
+            }
+        }
+    }
+    let _ = session.send_message(SessionMsg::Started(id));
+    let result = match op {
+        Operation::CurrentUser => transport.current_user().await.map(Answer::User),
+        Operation::EnsureZones(zones) => transport
+            .ensure_zones(zones.clone())
+            .await
+            .map(|()| Answer::ZonesEnsured(zones)),
+        Operation::EnsureSubscription(zone) => {
+            let subscription =
+                zone_subscription(format!("{subscription_prefix}{}", zone.zone_name), &zone);
+            transport
+                .ensure_subscription(subscription)
+                .await
+                .map(|()| Answer::SubscriptionEnsured(zone))
+        }
+        Operation::FetchDatabase(token) => transport
+            .fetch_database_changes(token)
+            .await
+            .map(Answer::Database),
+        Operation::FetchZone { zone, token } => transport
+            .fetch_zone_changes(zone, token)
+            .await
+            .map(Answer::Zone),
+        Operation::Send(batch) => {
+            let Some(zone) = batch.zone().cloned() else {
+                return;
+            };
+            let changes = batch.changes().iter().map(|c| c.change.clone()).collect();
+            match ModifyBatch::new(zone, changes) {
+                Ok(request) => transport
+                    .modify_records(request)
+                    .await
+                    .map(|outcomes| Answer::Sent(batch, outcomes)),
+                // A batch is formed from one zone; this cannot happen, but it must not panic.
+                Err(error) => Err(RequestError::Cloud(CloudError::UnexpectedResponse {
+                    status: None,
+                    detail: error.to_string(),
+                })),
+            }
+        }
+        Operation::Lookup { zone, ids } => {
+            let names = ids.iter().map(|id| id.record_name.clone()).collect();
+            transport
+                .lookup_records(zone.clone(), names)
+                .await
+                .map(Answer::Looked)
+        }
+    };
+    let _ = session.send_message(SessionMsg::Done(id, Box::new(Completion(result))));
+}
+
+/// The code and reason of an error, for halts and parked changes (never tokens or values).
+fn error_brief(error: &CloudError) -> String {
+    match error {
+        CloudError::Server(e) => format!("{} (HTTP {}): {}", e.code, e.http_status, e.reason),
+        other => other.to_string(),
+    }
+}
+
+/// `interval` ± 10 %, so that devices do not fetch in step.
+fn jittered(interval: Duration) -> Duration {
+    let factor = 0.9 + rand::random::<f64>() * 0.2;
+    interval.mul_f64(factor)
+}

@@ -1,0 +1,261 @@
+//! What the session tells the app: its status, its events, why it halted, and its diagnostics.
+
+use skysync_model::{RecordId, ZoneId};
+use skysync_queue::{BatchLimits, ParkedChange, QueueDepth};
+use skysync_throttle::ThrottleDiagnostics;
+use std::fmt;
+use std::time::Duration;
+
+/// The one-word summary of what the engine is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Nothing to do: everything local is sent and the last fetch found nothing new.
+    Idle,
+    /// Fetching changes from the server (or setting up: account, zones, subscriptions).
+    Downloading,
+    /// Sending local changes.
+    Uploading,
+    /// An operation waits for the throttle: the server's `retryAfter`, a backoff, or pacing.
+    Waiting,
+    /// Stopped on purpose; see [`Halt`]. Nothing is sent until `resume`.
+    Halted,
+    /// No connection to the server; probing with backoff.
+    Offline,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Idle => "Idle",
+            Status::Downloading => "Downloading",
+            Status::Uploading => "Uploading",
+            Status::Waiting => "Waiting",
+            Status::Halted => "Halted",
+            Status::Offline => "Offline",
+        })
+    }
+}
+
+/// Why the engine halted. A halt keeps every pending change; the engine sends nothing until the
+/// app (or, after [`HaltReason::Exhausted`], the supervisor) resumes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Halt {
+    /// What happened.
+    pub reason: HaltReason,
+}
+
+/// What made the engine halt, and what resumes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HaltReason {
+    /// CloudKit refused for a reason retrying cannot fix (authentication, access, quota, a bad
+    /// request). Fix the cause (new credentials, more quota), then `resume`.
+    Fatal {
+        /// The operation that was refused.
+        operation: String,
+        /// The server's code and reason (never tokens or field values).
+        error: String,
+    },
+    /// One operation failed too often (throttled or transient). The engine resumes by itself
+    /// after a cool-down that grows each time; `resume` does it at once.
+    Exhausted {
+        /// The operation.
+        operation: String,
+        /// Counted failures.
+        failures: u32,
+        /// The last failure.
+        last_error: String,
+        /// When the engine resumes by itself.
+        cool_down: Duration,
+    },
+    /// A record from a newer schema arrived (its version field is above what this app knows), or,
+    /// in strict mode, a record with fields this app does not know. Upgrade the app, then `resume`.
+    NewerSchema {
+        /// The record's type.
+        record_type: String,
+        /// The record's schema version, if it carried one.
+        version: Option<i64>,
+        /// What is unknown about it.
+        detail: String,
+    },
+    /// A component kept failing and the supervisor gave up on it.
+    ComponentFailed {
+        /// The component (`"store"`, `"transport"`, ...).
+        component: String,
+        /// Its last failure.
+        reason: String,
+    },
+    /// The app deleted its data on the server (`delete_all_remote_data`): nothing syncs until the
+    /// app starts the engine again.
+    RemoteDataDeleted,
+}
+
+impl fmt::Display for HaltReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HaltReason::Fatal { operation, error } => write!(f, "{operation} refused: {error}"),
+            HaltReason::Exhausted {
+                operation,
+                failures,
+                last_error,
+                cool_down,
+            } => write!(
+                f,
+                "{operation} failed {failures} times (last: {last_error}); resuming in {} s",
+                cool_down.as_secs()
+            ),
+            HaltReason::NewerSchema {
+                record_type,
+                version,
+                detail,
+            } => match version {
+                Some(v) => write!(f, "a {record_type} record of schema version {v}: {detail}"),
+                None => write!(f, "a {record_type} record: {detail}"),
+            },
+            HaltReason::ComponentFailed { component, reason } => {
+                write!(f, "the {component} keeps failing: {reason}")
+            }
+            HaltReason::RemoteDataDeleted => f.write_str("the app deleted its remote data"),
+        }
+    }
+}
+
+/// What the engine did, for the app (a stream of these) and its dashboards.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncEvent {
+    /// A page of a zone's changes was applied.
+    Fetched {
+        /// The zone.
+        zone: ZoneId,
+        /// Server copies applied (records created or changed by another device).
+        changed: usize,
+        /// Records removed because another device deleted them.
+        deleted: usize,
+    },
+    /// Records another device deleted (or that a full refetch showed gone).
+    DeletedRemotely {
+        /// The records.
+        ids: Vec<RecordId>,
+    },
+    /// Changes the server confirmed.
+    Sent {
+        /// The zone.
+        zone: ZoneId,
+        /// Records saved.
+        saved: usize,
+        /// Records deleted.
+        deleted: usize,
+    },
+    /// A conflict was resolved and committed.
+    ConflictResolved {
+        /// The record.
+        id: RecordId,
+        /// The resolution's kind (`"Send"`, `"AcceptServer"`, ...).
+        resolution: &'static str,
+    },
+    /// A change was parked as failed; it stays visible and is never dropped.
+    ChangeParked {
+        /// The record.
+        id: RecordId,
+        /// Why (a CloudKit code and message, never field values).
+        reason: String,
+    },
+    /// The user deleted a zone on the server: its local data is gone and it is not synced again.
+    ZoneDeletedRemotely {
+        /// The zone.
+        zone: ZoneId,
+    },
+    /// The signed-in account changed: the old account's local data is about to be cleared. Export
+    /// it now if it matters (the engine waits `account_change_grace` first).
+    AccountChanged {
+        /// The account the local data belonged to.
+        previous: String,
+        /// The account now signed in.
+        current: String,
+    },
+    /// The engine halted.
+    Halted(Halt),
+    /// The one-word status changed.
+    StatusChanged(Status),
+}
+
+/// The kinds of operation the session runs, one at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    /// `users/caller`: who is signed in.
+    CurrentUser,
+    /// `zones/modify`: create the zones.
+    EnsureZones,
+    /// `subscriptions/modify`: one zone's subscription.
+    EnsureSubscription,
+    /// `changes/database`.
+    FetchDatabase,
+    /// `changes/zone`: one page of a zone.
+    FetchZone,
+    /// `records/modify`: a batch of changes.
+    Send,
+    /// `records/lookup`: server copies of conflicting records.
+    Lookup,
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OperationKind::CurrentUser => "current_user",
+            OperationKind::EnsureZones => "ensure_zones",
+            OperationKind::EnsureSubscription => "ensure_subscription",
+            OperationKind::FetchDatabase => "fetch_database",
+            OperationKind::FetchZone => "fetch_zone",
+            OperationKind::Send => "send",
+            OperationKind::Lookup => "lookup",
+        })
+    }
+}
+
+/// One operation as diagnostics show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationSummary {
+    /// What kind.
+    pub kind: OperationKind,
+    /// Its zone, if it has one.
+    pub zone: Option<ZoneId>,
+    /// How many changes or records it carries.
+    pub size: usize,
+    /// A number that names this operation in events, logs and diagnostics.
+    pub batch_id: u64,
+}
+
+/// Everything the engine can say about itself, at one moment.
+#[derive(Clone, Debug)]
+pub struct Diagnostics {
+    /// The one-word summary.
+    pub status: Status,
+    /// Changes waiting to be sent, and parked ones.
+    pub queue: QueueDepth,
+    /// Parked changes with their reasons.
+    pub parked: Vec<ParkedChange>,
+    /// Conflicts waiting to be resolved.
+    pub open_conflicts: u64,
+    /// Records holding a change tag (the server confirmed them at least once).
+    pub tagged_records: u64,
+    /// The account the data belongs to, once known.
+    pub account: Option<String>,
+    /// When a page was last fetched and a send last confirmed (ms since the Unix epoch).
+    pub last_fetch_unix_ms: Option<u64>,
+    /// See `last_fetch_unix_ms`.
+    pub last_send_unix_ms: Option<u64>,
+    /// The operation in flight.
+    pub in_flight: Option<OperationSummary>,
+    /// The last operation that completed, and whether it succeeded.
+    pub last_completed: Option<(OperationSummary, bool)>,
+    /// The throttle: rate, ceiling, next permitted start and why it waits, retry counts.
+    pub throttle: Option<ThrottleDiagnostics>,
+    /// Why the engine halted, if it did.
+    pub halt: Option<Halt>,
+    /// Whether the engine considers itself offline.
+    pub offline: bool,
+    /// The batch limits in force (halved after a request was too large).
+    pub batch_limits: BatchLimits,
+    /// Whether the liveness rule holds: changes pending and not halted and not offline imply an
+    /// operation in flight or a timer armed. False is a bug.
+    pub liveness_ok: bool,
+}

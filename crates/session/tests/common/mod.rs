@@ -1,0 +1,224 @@
+//! Shared fixtures: a dev server on 127.0.0.1:0, devices (engines with their own store files),
+//! the server's view inside, and bounded waits.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use skysync_devserver::dev_view::{DatabaseSnapshot, DevUser, DevView, UserStats};
+use skysync_devserver::{DevServer, ServerConfig};
+use skysync_model::{FieldValue, Record, RecordId, ZoneId};
+use skysync_session::{Diagnostics, Engine, SessionConfig, Status};
+use skysync_throttle::ThrottleConfig;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// The container the engine's dev-server client uses.
+pub const CONTAINER: &str = "iCloud.dev.skysync";
+
+pub fn zone() -> ZoneId {
+    ZoneId::new("Notes")
+}
+
+pub fn id(name: &str) -> RecordId {
+    RecordId::new(zone(), name)
+}
+
+pub fn note(name: &str, title: &str) -> Record {
+    Record::new(id(name), "Note").with("title", title)
+}
+
+pub fn text(record: &Record, field: &str) -> Option<String> {
+    match record.get(field) {
+        Some(FieldValue::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+pub async fn server() -> DevServer {
+    server_with(ServerConfig::default()).await
+}
+
+pub async fn server_with(mut config: ServerConfig) -> DevServer {
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    DevServer::start(config).await.unwrap()
+}
+
+/// A throttle that stays out of the way of functional tests (pacing is tested in its crate).
+pub fn fast_throttle() -> ThrottleConfig {
+    ThrottleConfig {
+        initial_rate: 40.0,
+        ..ThrottleConfig::default()
+    }
+}
+
+/// The session settings of a test device: frequent fetches, a short debounce.
+pub fn session_config() -> SessionConfig {
+    let mut config = SessionConfig::new(vec![zone()]);
+    config.fetch_interval = Duration::from_millis(300);
+    config.send_debounce = Duration::from_millis(20);
+    config.local_retry = Duration::from_millis(100);
+    config.account_change_grace = Duration::from_millis(50);
+    config
+}
+
+/// One device: an engine over its own store file, signed in as `user`.
+pub struct Device {
+    pub dir: TempDir,
+    pub engine: Engine,
+    pub token: String,
+}
+
+impl Device {
+    pub async fn start(server: &DevServer, user: &str) -> Device {
+        Device::start_with(server, user, session_config()).await
+    }
+
+    pub async fn start_with(server: &DevServer, user: &str, config: SessionConfig) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::builder(dir.path().join("device.redb"))
+            .dev_server(server.base_url(), user)
+            .unwrap()
+            .throttle(fast_throttle())
+            .session(config)
+            .build()
+            .await
+            .unwrap();
+        Device {
+            dir,
+            engine,
+            token: user.to_owned(),
+        }
+    }
+
+    /// Every local record of the zone, by name.
+    pub async fn records(&self) -> BTreeMap<String, Record> {
+        let mut all = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .engine
+                .records_in_zone(zone(), after, 500)
+                .await
+                .unwrap();
+            for record in page.records {
+                all.insert(record.id.record_name.clone(), record);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return all,
+            }
+        }
+    }
+
+    pub async fn diagnostics(&self) -> Diagnostics {
+        self.engine.diagnostics().await.unwrap()
+    }
+}
+
+/// Waits (bounded) until `done` holds for the device's diagnostics; checks the liveness rule at
+/// every look.
+pub async fn wait_for(device: &Device, what: &str, done: impl Fn(&Diagnostics) -> bool) {
+    for _ in 0..600 {
+        let d = device.diagnostics().await;
+        assert!(
+            d.liveness_ok,
+            "liveness broken while waiting for {what}: {d:#?}"
+        );
+        if done(&d) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "timed out waiting for {what}: {:#?}",
+        device.diagnostics().await
+    );
+}
+
+/// Waits until the device has nothing pending, no open conflict, and is idle.
+pub async fn wait_quiet(device: &Device) {
+    wait_for(device, "quiet", |d| {
+        d.queue.pending == 0 && d.open_conflicts == 0 && d.in_flight.is_none() && d.halt.is_none()
+    })
+    .await;
+}
+
+/// The server's view of a user's private database, zone `Notes`: live records by name.
+pub async fn server_records(server: &DevServer, token: &str) -> BTreeMap<String, Record> {
+    let view = DevView::new(server.base_url());
+    let user: DevUser = reqwest::get(view.user_url(token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = view.records_url(
+        CONTAINER,
+        "development",
+        "private",
+        Some(&user.user_record_name),
+        Some("Notes"),
+    );
+    let snapshot: DatabaseSnapshot = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let mut out = BTreeMap::new();
+    for zone_snapshot in snapshot.zones {
+        for wire in zone_snapshot.records {
+            let record = Record::from_wire(&zone(), &wire).unwrap();
+            out.insert(record.id.record_name.clone(), record);
+        }
+    }
+    out
+}
+
+/// The server's request counters for a user.
+pub async fn server_stats(server: &DevServer, token: &str) -> UserStats {
+    let view = DevView::new(server.base_url());
+    let user: DevUser = reqwest::get(view.user_url(token))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reqwest::get(view.user_stats_url(&user.user_record_name))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Arms a dev server fault (`POST /_dev/faults`).
+pub async fn arm(server: &DevServer, spec: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/_dev/faults", server.base_url()))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+}
+
+/// The fields of records by name, without system fields: what two devices must agree on.
+pub fn contents(
+    records: &BTreeMap<String, Record>,
+) -> BTreeMap<String, BTreeMap<String, FieldValue>> {
+    records
+        .iter()
+        .map(|(name, r)| {
+            let fields = r
+                .fields
+                .iter()
+                .filter(|(_, f)| !matches!(f.value, FieldValue::Null))
+                .map(|(k, f)| (k.clone(), f.value.clone()))
+                .collect();
+            (name.clone(), fields)
+        })
+        .collect()
+}
+
+pub fn is_idle(d: &Diagnostics) -> bool {
+    d.status == Status::Idle
+}
