@@ -94,9 +94,9 @@
 //! `Reference`, `Asset` or `Location` is taken for the model's type, and refused if its fields differ.
 //! [`Timestamp`] is recognised by a newtype name of its own.
 //!
-//! `#[serde(flatten)]` goes through serde's buffered content, which does not keep CloudKit types:
-//! flattened fields write as expected, but a `bool` or a [`Timestamp`] inside a flattened struct does
-//! not read back. Avoid it in record structs.
+//! `#[serde(flatten)]` works for writing, but reading goes through serde's buffered content, which
+//! does not keep CloudKit types: a `bool` inside a flattened struct does not read back (its `INT64`
+//! arrives as a plain integer), and errors inside it name no field. Prefer plain fields.
 //!
 //! [`FieldValue`]: crate::field::FieldValue
 //! [`FieldValue::Null`]: crate::field::FieldValue::Null
