@@ -229,7 +229,7 @@ impl<'de> Cell<'de> {
     }
 }
 
-/// The `index`-th element of a list value, and the list's length.
+/// The `index`-th element of a list value; `None` past its end.
 fn element(list: &FieldValue, index: usize) -> Option<Cell<'_>> {
     Some(match list {
         FieldValue::StringList(v) => Cell::Str(v.get(index)?),
@@ -244,6 +244,7 @@ fn element(list: &FieldValue, index: usize) -> Option<Cell<'_>> {
     })
 }
 
+/// The number of elements of a list value.
 fn list_len(list: &FieldValue) -> usize {
     match list {
         FieldValue::StringList(v) => v.len(),
