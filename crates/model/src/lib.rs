@@ -35,6 +35,7 @@ pub mod pacing;
 pub mod pending;
 pub mod record;
 pub mod resolution;
+pub mod typed;
 pub mod wire;
 
 pub use error::{
@@ -47,6 +48,7 @@ pub use pacing::PacingMemory;
 pub use pending::PendingChange;
 pub use record::{ChangeTag, ChangeToken, Record, Stamp, SystemFields};
 pub use resolution::{ParkReason, Resolution};
+pub use typed::{RecordType, TypedError};
 
 /// The most operations CloudKit Web Services accepts in one request (and records in one response).
 pub const MAX_OPERATIONS_PER_REQUEST: usize = 200;
