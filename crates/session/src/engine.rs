@@ -7,6 +7,7 @@ use crate::types::{Diagnostics, Status, SyncEvent};
 use ractor::{Actor, ActorRef, call_t};
 use skysync_actors::{ChildSpec, RestartPolicy, SupervisorEvent, SupervisorHandle};
 use skysync_conflict::{ConflictResolver, ConflictSpec, ThreeWayMerge};
+use skysync_model::typed::{self, RecordType, TypedError};
 use skysync_model::{Record, RecordId, ZoneId};
 use skysync_queue::{ChangeSeq, QueueConfig};
 use skysync_store::{RecordPage, StoreConfig, StoreError, StoreUnit};
@@ -41,6 +42,10 @@ pub enum EngineError {
     /// The session did not answer (it is shutting down, or stopped); the engine is unusable.
     #[error("the sync session is not running: {0}")]
     SessionGone(String),
+    /// A typed value does not map to a record, or a record to the type (the error names the
+    /// field and what is wrong).
+    #[error(transparent)]
+    Typed(#[from] TypedError),
     /// Deleting the remote data failed; nothing local was removed. Retry when online.
     #[error("deleting the remote data failed: {0}")]
     DeleteRemote(String),
@@ -56,6 +61,7 @@ pub struct EngineBuilder {
     resolver: Arc<dyn ConflictResolver>,
     throttle: ThrottleConfig,
     restart: RestartPolicy,
+    events: broadcast::Sender<SyncEvent>,
 }
 
 impl EngineBuilder {
@@ -70,7 +76,14 @@ impl EngineBuilder {
             resolver: Arc::new(ThreeWayMerge::default()),
             throttle: ThrottleConfig::default(),
             restart: RestartPolicy::default(),
+            events: broadcast::channel(1024).0,
         }
+    }
+
+    /// The engine's events, from its very start (subscribe here to miss none, such as an account
+    /// change found by the first request).
+    pub fn events(&self) -> broadcast::Receiver<SyncEvent> {
+        self.events.subscribe()
     }
 
     /// Syncs against a dev server (or any CloudKit Web Services endpoint) at `base_url`, signed in
@@ -181,8 +194,9 @@ impl EngineBuilder {
             transport: transport.clone(),
             conflict,
         };
-        let (events, _) = broadcast::channel(1024);
+        let events = self.events;
         let (status, status_rx) = watch::channel(Status::Idle);
+        let components_for_engine = components.clone();
         let args = SessionArgs {
             components,
             config: config.clone(),
@@ -198,6 +212,7 @@ impl EngineBuilder {
         }
         Ok(Engine {
             inner: Arc::new(EngineInner {
+                components: components_for_engine,
                 store,
                 session,
                 supervisor,
@@ -252,6 +267,7 @@ fn listen_for_notifications(transport: TransportHandle, session: ActorRef<Sessio
 }
 
 struct EngineInner {
+    components: Components,
     store: skysync_store::StoreHandle,
     session: ActorRef<SessionMsg>,
     supervisor: SupervisorHandle,
@@ -301,23 +317,81 @@ impl Engine {
     }
 
     /// Saves a record locally: durable (with its outbox entry) when this returns; sent soon.
+    ///
+    /// A store that did not answer (it is being restarted) is asked again: saving the same copy
+    /// twice is harmless (it coalesces), so a save the restart interrupted is never lost.
     pub async fn save(&self, record: Record) -> Result<ChangeSeq, EngineError> {
-        let seq = self.inner.store.save(record).await?;
+        let seq = self
+            .with_store_retry(|store| {
+                let record = record.clone();
+                async move { store.save(record).await }
+            })
+            .await?;
         self.nudge();
         Ok(seq)
     }
 
     /// Deletes a record locally: durable when this returns; the delete is sent soon. It never
-    /// comes back from stale data.
+    /// comes back from stale data. Retried like [`Engine::save`] across a store restart.
     pub async fn delete(&self, id: RecordId) -> Result<ChangeSeq, EngineError> {
-        let seq = self.inner.store.delete(id).await?;
+        let seq = self
+            .with_store_retry(|store| {
+                let id = id.clone();
+                async move { store.delete(id).await }
+            })
+            .await?;
         self.nudge();
         Ok(seq)
+    }
+
+    /// Runs a store write, again (up to three times in all) if the store did not answer: every
+    /// local write is safe to repeat.
+    async fn with_store_retry<T, F, Fut>(&self, write: F) -> Result<T, EngineError>
+    where
+        F: Fn(skysync_store::StoreHandle) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match write(self.inner.store.clone()).await {
+                Err(StoreError::Local(error)) if attempt < 3 => {
+                    tracing::warn!(%error, attempt, "the store did not answer a local write; writing again");
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// The local copy of a record.
     pub async fn get(&self, id: RecordId) -> Result<Option<Record>, EngineError> {
         Ok(self.inner.store.record(id).await?)
+    }
+
+    /// Saves a plain Rust value as a record of its [`RecordType`]: durable when this returns.
+    /// Fields the struct does not name (or skips) keep what the stored record has; `None` is sent
+    /// as an explicit null, which clears the field on the server.
+    pub async fn save_typed<T: RecordType>(
+        &self,
+        id: RecordId,
+        value: &T,
+    ) -> Result<ChangeSeq, EngineError> {
+        let record = match self.inner.store.record(id.clone()).await? {
+            Some(mut stored) => {
+                typed::update_record(&mut stored, value)?;
+                stored
+            }
+            None => typed::to_record(id, value)?,
+        };
+        self.save(record).await
+    }
+
+    /// The local copy of a record as a plain Rust value of its [`RecordType`].
+    pub async fn get_typed<T: RecordType>(&self, id: RecordId) -> Result<Option<T>, EngineError> {
+        match self.inner.store.record(id).await? {
+            Some(record) => Ok(Some(typed::from_record(&record)?)),
+            None => Ok(None),
+        }
     }
 
     /// A page of a zone's records, after `after`; pass the page's `next` to go on.
@@ -342,6 +416,17 @@ impl Engine {
             .store
             .records_of_type(record_type, after, limit)
             .await?)
+    }
+
+    /// The component handles the session drives (valid across restarts), for tools and tests
+    /// that look inside or exercise one component.
+    pub fn components(&self) -> Components {
+        self.inner.components.clone()
+    }
+
+    /// Every supervised component's state (running, restarting, given up).
+    pub async fn component_states(&self) -> Result<Vec<skysync_actors::ChildStatus>, EngineError> {
+        Ok(self.inner.supervisor.children().await?)
     }
 
     /// The engine's events from now on.

@@ -229,6 +229,9 @@ pub struct SessionState {
     shutting_down: bool,
     /// Set while the app's remote data is being deleted.
     remote_deleted: bool,
+    /// Whether this process has asked who is signed in (once per start: the account may change
+    /// while the app is not running).
+    account_checked: bool,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -275,6 +278,7 @@ impl Actor for SessionActor {
             refetch_seen: HashMap::new(),
             shutting_down: false,
             remote_deleted: false,
+            account_checked: false,
         };
         state.step(&myself).await;
         Ok(state)
@@ -417,7 +421,7 @@ impl SessionState {
 
     /// DESIGN's priority: account, zones, subscriptions, conflict lookups, fetch, send.
     async fn next_operation(&mut self) -> Option<Operation> {
-        if self.meta.account.is_none() {
+        if !self.account_checked || self.meta.account.is_none() {
             return Some(Operation::CurrentUser);
         }
         let synced: Vec<ZoneId> = self
@@ -636,6 +640,7 @@ impl SessionState {
     async fn apply(&mut self, op: &Operation, answer: Answer) -> bool {
         match answer {
             Answer::User(user) => {
+                self.account_checked = true;
                 let current = user.user_record_name;
                 match self.meta.account.clone() {
                     Some(previous) if previous != current => {
@@ -1001,12 +1006,8 @@ impl SessionState {
                     let _ = self.c.store.remove_zone(zone.clone()).await;
                     self.unfetched.insert(zone);
                 }
-                let _ = self
-                    .c
-                    .store
-                    .apply_database_changes(DatabaseChanges::default())
+                self.update_meta(SyncMetadataChange::NewAccount(current))
                     .await;
-                self.update_meta(SyncMetadataChange::Account(current)).await;
                 self.fetch_wanted = true;
             }
         }

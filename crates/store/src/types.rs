@@ -266,6 +266,11 @@ pub enum SyncMetadataChange {
     SubscriptionEnsured(String),
     /// The signed-in account's `userRecordName`.
     Account(String),
+    /// Another account signed in: everything known of the server belongs to the old one, so the
+    /// database token, the ensured zones and subscriptions, the zones to fetch and the zones
+    /// deleted remotely are forgotten, and the account is set. (The throttle's memory stays: it
+    /// is about the server, not the account.)
+    NewAccount(String),
     /// What the throttle learned, and its pending `retryAfter` deadline.
     Pacing(PacingMemory),
 }
@@ -284,6 +289,13 @@ impl SyncMetadataChange {
                 meta.ensured_subscriptions.insert(id.clone());
             }
             SyncMetadataChange::Account(user) => meta.account = Some(user.clone()),
+            SyncMetadataChange::NewAccount(user) => {
+                *meta = SyncMetadata {
+                    account: Some(user.clone()),
+                    pacing: meta.pacing,
+                    ..SyncMetadata::default()
+                };
+            }
             SyncMetadataChange::Pacing(pacing) => meta.pacing = *pacing,
         }
     }
