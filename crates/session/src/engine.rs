@@ -207,9 +207,6 @@ impl EngineBuilder {
             .await
             .map_err(|e| EngineError::SessionGone(e.to_string()))?;
         watch_supervisor(&supervisor, session.clone());
-        if config.notifications {
-            listen_for_notifications(transport, session.clone());
-        }
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 components: components_for_engine,
@@ -240,27 +237,6 @@ fn watch_supervisor(supervisor: &SupervisorHandle, session: ActorRef<SessionMsg>
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-}
-
-/// Hands the server's zone-change notifications to the session (a fetch of that zone).
-fn listen_for_notifications(transport: TransportHandle, session: ActorRef<SessionMsg>) {
-    tokio::spawn(async move {
-        let Ok(mut signals) = transport.notifications().await else {
-            // No notifications (the server or the database has none): the periodic fetch stays.
-            return;
-        };
-        while let Some(signal) = signals.next_signal().await {
-            let Ok(signal) = signal else {
-                return;
-            };
-            if session
-                .send_message(SessionMsg::RemoteChanged(signal.zone))
-                .is_err()
-            {
-                return;
             }
         }
     });

@@ -25,7 +25,7 @@ use skysync_store::{
 use skysync_throttle::{OperationId, Outcome, Permit, RetryVerdict, ThrottleHandle, WaitCause};
 use skysync_transport::{
     DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, RequestError, TransportHandle,
-    ZoneChangesPage, zone_subscription,
+    ZoneChangesPage, ZoneNotifications, zone_subscription,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -53,6 +53,7 @@ enum Operation {
     CurrentUser,
     EnsureZones(Vec<ZoneId>),
     EnsureSubscription(ZoneId),
+    EnsureNotifications,
     FetchDatabase(Option<ChangeToken>),
     FetchZone {
         zone: ZoneId,
@@ -71,6 +72,7 @@ impl Operation {
             Operation::CurrentUser => OperationKind::CurrentUser,
             Operation::EnsureZones(_) => OperationKind::EnsureZones,
             Operation::EnsureSubscription(_) => OperationKind::EnsureSubscription,
+            Operation::EnsureNotifications => OperationKind::EnsureNotifications,
             Operation::FetchDatabase(_) => OperationKind::FetchDatabase,
             Operation::FetchZone { .. } => OperationKind::FetchZone,
             Operation::Send(_) => OperationKind::Send,
@@ -120,6 +122,7 @@ enum Answer {
     User(UserIdentity),
     ZonesEnsured(Vec<ZoneId>),
     SubscriptionEnsured(ZoneId),
+    Notifications(ZoneNotifications),
     Database(DatabaseChangesPage),
     Zone(ZoneChangesPage),
     Sent(Batch, Vec<ModifyOutcome>),
@@ -232,6 +235,12 @@ pub struct SessionState {
     /// Whether this process has asked who is signed in (once per start: the account may change
     /// while the app is not running).
     account_checked: bool,
+    /// Whether this process listens for the server's zone-change notifications.
+    notifications_started: bool,
+    /// Steps after which the liveness rule did not hold (a bug if ever above zero).
+    liveness_violations: u64,
+    /// After a component did not answer: nothing is dispatched until the timer fires.
+    local_hold: bool,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -279,6 +288,9 @@ impl Actor for SessionActor {
             shutting_down: false,
             remote_deleted: false,
             account_checked: false,
+            notifications_started: false,
+            liveness_violations: 0,
+            local_hold: false,
         };
         state.step(&myself).await;
         Ok(state)
@@ -303,8 +315,14 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::LocalChanged => {
-                if state.in_flight.is_none() && state.timer.is_none() {
-                    let debounce = state.config.send_debounce;
+                // Send within the debounce, even if a later timer (the periodic fetch, a long
+                // backoff) is armed; not while halted or while an operation is out.
+                let debounce = state.config.send_debounce;
+                let due = Instant::now() + debounce;
+                if state.in_flight.is_none()
+                    && state.halt.is_none()
+                    && state.timer.is_none_or(|(_, at)| at > due)
+                {
                     state.arm_timer(&myself, debounce);
                 }
                 return Ok(());
@@ -403,10 +421,14 @@ impl Actor for SessionActor {
 impl SessionState {
     /// Dispatches the next operation if none is in flight, or arms the timer that will.
     async fn step(&mut self, myself: &ActorRef<SessionMsg>) {
-        if self.shutting_down || self.in_flight.is_some() {
+        if self.shutting_down
+            || self.in_flight.is_some()
+            || (self.local_hold && self.timer.is_some())
+        {
             self.publish_status();
             return;
         }
+        self.local_hold = false;
         self.resolve_open_conflicts().await;
         if self.halt.is_none()
             && let Some(op) = self.next_operation().await
@@ -417,6 +439,21 @@ impl SessionState {
             self.arm_timer(myself, interval);
         }
         self.publish_status();
+        // The liveness rule, checked after every step: changes pending and not halted and not
+        // offline imply an operation in flight or a timer armed.
+        if !self.is_live(self.pending_count().await) {
+            self.liveness_violations += 1;
+            tracing::error!("liveness broken: changes pending, nothing in flight, no timer armed");
+        }
+    }
+
+    fn is_live(&self, pending: u64) -> bool {
+        pending == 0
+            || self.halt.is_some()
+            || self.offline
+            || self.shutting_down
+            || self.in_flight.is_some()
+            || self.timer.is_some()
     }
 
     /// DESIGN's priority: account, zones, subscriptions, conflict lookups, fetch, send.
@@ -448,6 +485,9 @@ impl SessionState {
             })
         {
             return Some(Operation::EnsureSubscription(zone.clone()));
+        }
+        if self.config.notifications && !self.notifications_started {
+            return Some(Operation::EnsureNotifications);
         }
         if let Some(first) = self.lookups.first() {
             let zone = first.zone.clone();
@@ -523,6 +563,7 @@ impl SessionState {
                 self.last_completed = Some((summary, false));
                 let retry = self.config.local_retry;
                 self.arm_timer(myself, retry);
+                self.local_hold = true;
                 return;
             }
             Err(RequestError::Cloud(error)) => {
@@ -534,7 +575,7 @@ impl SessionState {
         if self.offline {
             self.offline = false;
         }
-        let succeeded = self.apply(&op, answer).await;
+        let succeeded = self.apply(myself, &op, answer).await;
         if succeeded {
             let _ = self.c.throttle.report(key, Outcome::Success).await;
         }
@@ -637,7 +678,12 @@ impl SessionState {
     }
 
     /// Applies a successful answer; false if it turned out to be a failure after all.
-    async fn apply(&mut self, op: &Operation, answer: Answer) -> bool {
+    async fn apply(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        op: &Operation,
+        answer: Answer,
+    ) -> bool {
         match answer {
             Answer::User(user) => {
                 self.account_checked = true;
@@ -653,6 +699,11 @@ impl SessionState {
             Answer::ZonesEnsured(zones) => {
                 self.update_meta(SyncMetadataChange::ZonesEnsured(zones))
                     .await;
+                true
+            }
+            Answer::Notifications(signals) => {
+                self.notifications_started = true;
+                forward_notifications(signals, myself.clone());
                 true
             }
             Answer::SubscriptionEnsured(zone) => {
@@ -1105,12 +1156,7 @@ impl SessionState {
 
     async fn diagnostics(&self) -> Diagnostics {
         let queue = self.c.queue.depth().await.unwrap_or_default();
-        let liveness_ok = queue.pending == 0
-            || self.halt.is_some()
-            || self.offline
-            || self.shutting_down
-            || self.in_flight.is_some()
-            || self.timer.is_some();
+        let liveness_ok = self.is_live(queue.pending) && self.liveness_violations == 0;
         Diagnostics {
             status: self.current_status(),
             queue,
@@ -1133,6 +1179,7 @@ impl SessionState {
             offline: self.offline,
             batch_limits: self.limits,
             liveness_ok,
+            liveness_violations: self.liveness_violations,
         }
     }
 }
@@ -1183,6 +1230,9 @@ async fn run(
                 .await
                 .map(|()| Answer::SubscriptionEnsured(zone))
         }
+        Operation::EnsureNotifications => {
+            transport.notifications().await.map(Answer::Notifications)
+        }
         Operation::FetchDatabase(token) => transport
             .fetch_database_changes(token)
             .await
@@ -1217,6 +1267,26 @@ async fn run(
         }
     };
     let _ = session.send_message(SessionMsg::Done(id, Box::new(Completion(result))));
+}
+
+/// Hands the server's zone-change notifications to the session (each asks for a fetch). The long
+/// poll behind them goes to the notification courier, not to the database API, so it is not an
+/// operation in flight.
+fn forward_notifications(mut signals: ZoneNotifications, session: ActorRef<SessionMsg>) {
+    tokio::spawn(async move {
+        while let Some(signal) = signals.next_signal().await {
+            let Ok(signal) = signal else {
+                // The courier failed for good; the periodic fetch carries on.
+                return;
+            };
+            if session
+                .send_message(SessionMsg::RemoteChanged(signal.zone))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
 }
 
 /// The code and reason of an error, for halts and parked changes (never tokens or values).

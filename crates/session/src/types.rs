@@ -187,6 +187,8 @@ pub enum OperationKind {
     EnsureZones,
     /// `subscriptions/modify`: one zone's subscription.
     EnsureSubscription,
+    /// `tokens/create` and `tokens/register`: the notification token the courier long-polls.
+    EnsureNotifications,
     /// `changes/database`.
     FetchDatabase,
     /// `changes/zone`: one page of a zone.
@@ -203,6 +205,7 @@ impl fmt::Display for OperationKind {
             OperationKind::CurrentUser => "current_user",
             OperationKind::EnsureZones => "ensure_zones",
             OperationKind::EnsureSubscription => "ensure_subscription",
+            OperationKind::EnsureNotifications => "ensure_notifications",
             OperationKind::FetchDatabase => "fetch_database",
             OperationKind::FetchZone => "fetch_zone",
             OperationKind::Send => "send",
@@ -255,7 +258,9 @@ pub struct Diagnostics {
     pub offline: bool,
     /// The batch limits in force (halved after a request was too large).
     pub batch_limits: BatchLimits,
-    /// Whether the liveness rule holds: changes pending and not halted and not offline imply an
-    /// operation in flight or a timer armed. False is a bug.
+    /// Whether the liveness rule holds now and held after every step so far: changes pending and
+    /// not halted and not offline imply an operation in flight or a timer armed. False is a bug.
     pub liveness_ok: bool,
+    /// Steps of the session after which the rule did not hold (checked after every step).
+    pub liveness_violations: u64,
 }

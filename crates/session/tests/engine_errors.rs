@@ -52,7 +52,7 @@ async fn a_thousand_changes_go_in_batches_of_200_and_an_oversized_record_is_park
     let stats = server_stats(&server, "batches").await;
     let modify = &stats.operations["records/modify"];
     assert!(modify.requests >= 5, "{modify:?}");
-    assert_eq!(stats.totals.max_in_flight, 1);
+    assert_eq!(stats.totals.max_in_flight, 1, "{stats:#?}");
     assert_eq!(server_records(&server, "batches").await.len(), 1000);
     a.engine.shutdown().await;
 }

@@ -46,6 +46,10 @@ pub async fn server_with(mut config: ServerConfig) -> DevServer {
 pub fn fast_throttle() -> ThrottleConfig {
     ThrottleConfig {
         initial_rate: 40.0,
+        transient_backoff: Duration::from_millis(50),
+        transient_backoff_cap: Duration::from_millis(400),
+        offline_backoff: Duration::from_millis(50),
+        offline_backoff_cap: Duration::from_millis(400),
         ..ThrottleConfig::default()
     }
 }

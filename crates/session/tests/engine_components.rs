@@ -1,0 +1,240 @@
+//! Components replaced through the builder, and the engine's reaction: a scripted transport whose
+//! first send dies mid-request (a local failure: redone, never counted, liveness kept), a custom
+//! resolver, an always-granting throttle, and a server that is not there (offline, never a halt).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use skysync_conflict::Custom;
+use skysync_model::wire::{Subscription, UserIdentity};
+use skysync_model::{ChangeToken, CloudError, PendingChange, Record, Resolution, ZoneId};
+use skysync_session::{Engine, Status};
+use skysync_throttle::ThrottleConfig;
+use skysync_transport::{
+    CloudDatabase, DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, ZoneChangesPage,
+    ZoneNotifications,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A cloud that accepts everything; its first `records/modify` dies mid-request (a bug in a
+/// transport, say), which the engine must take as a local failure.
+#[derive(Default)]
+struct Scripted {
+    sends: Arc<AtomicU32>,
+}
+
+impl CloudDatabase for Scripted {
+    async fn modify_records(&self, batch: ModifyBatch) -> Result<Vec<ModifyOutcome>, CloudError> {
+        let n = self.sends.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            panic!("scripted transport: the first send dies mid-request");
+        }
+        Ok(batch
+            .changes()
+            .iter()
+            .map(|c| match c {
+                PendingChange::Save(r) => ModifyOutcome::Saved {
+                    id: r.id.clone(),
+                    system: skysync_model::SystemFields {
+                        change_tag: skysync_model::ChangeTag(format!("t{n}")),
+                        created: None,
+                        modified: None,
+                        deleted: false,
+                    },
+                },
+                PendingChange::Delete { id, .. } => ModifyOutcome::Deleted { id: id.clone() },
+            })
+            .collect())
+    }
+
+    async fn lookup_records(
+        &self,
+        _zone: ZoneId,
+        _names: Vec<String>,
+    ) -> Result<Vec<LookupOutcome>, CloudError> {
+        Ok(Vec::new())
+    }
+
+    async fn fetch_zone_changes(
+        &self,
+        zone: ZoneId,
+        _since: Option<ChangeToken>,
+    ) -> Result<ZoneChangesPage, CloudError> {
+        Ok(ZoneChangesPage {
+            zone,
+            changed: Vec::new(),
+            deleted: Vec::new(),
+            token: ChangeToken("z".into()),
+            more_coming: false,
+        })
+    }
+
+    async fn fetch_database_changes(
+        &self,
+        _since: Option<ChangeToken>,
+    ) -> Result<DatabaseChangesPage, CloudError> {
+        Ok(DatabaseChangesPage {
+            changed_zones: Vec::new(),
+            deleted_zones: Vec::new(),
+            token: ChangeToken("d".into()),
+            more_coming: false,
+        })
+    }
+
+    async fn ensure_zones(&self, _zones: Vec<ZoneId>) -> Result<(), CloudError> {
+        Ok(())
+    }
+
+    async fn delete_zones(&self, _zones: Vec<ZoneId>) -> Result<(), CloudError> {
+        Ok(())
+    }
+
+    async fn ensure_subscription(&self, _subscription: Subscription) -> Result<(), CloudError> {
+        Ok(())
+    }
+
+    async fn current_user(&self) -> Result<UserIdentity, CloudError> {
+        Ok(UserIdentity {
+            user_record_name: "_scripted".into(),
+            lookup_info: None,
+            name_components: None,
+        })
+    }
+
+    async fn notifications(&self) -> Result<ZoneNotifications, CloudError> {
+        // A channel that never signals: the periodic fetch is what the engine relies on.
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        std::mem::forget(sender);
+        Ok(ZoneNotifications::new(receiver))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_transport_whose_send_dies_is_a_local_failure_redone_and_never_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let sends = Arc::new(AtomicU32::new(0));
+    let engine = Engine::builder(dir.path().join("s.redb"))
+        .transport(Scripted {
+            sends: Arc::clone(&sends),
+        })
+        .throttle(fast_throttle())
+        .session(session_config())
+        .build()
+        .await
+        .unwrap();
+    let device = Device {
+        dir,
+        engine,
+        token: String::new(),
+    };
+    device.engine.save(note("n1", "x")).await.unwrap();
+    wait_quiet(&device).await;
+    let d = device.diagnostics().await;
+    assert_eq!(
+        sends.load(Ordering::SeqCst),
+        2,
+        "redone once after the local failure"
+    );
+    assert_eq!(d.tagged_records, 1);
+    assert_eq!(d.liveness_violations, 0);
+    let throttle = d.throttle.unwrap();
+    assert_eq!(
+        throttle.throttles, 0,
+        "a local failure is not a rate signal"
+    );
+    assert!(
+        throttle.last_failure.is_none(),
+        "nor a counted failure: {throttle:?}"
+    );
+    device.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_resolver_decides_every_conflict() {
+    let server = server().await;
+    let a = Device::start(&server, "custom").await;
+    a.engine.save(note("n1", "v1")).await.unwrap();
+    wait_quiet(&a).await;
+    // b always takes the server's side. It fetches only when told, so that its edit is made (and
+    // sent) without knowing a's.
+    let mut quiet = session_config();
+    quiet.fetch_interval = Duration::from_secs(3600);
+    quiet.notifications = false;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder(dir.path().join("b.redb"))
+        .dev_server(server.base_url(), "custom")
+        .unwrap()
+        .resolver(Custom::new(
+            |_: &PendingChange, _: Option<&Record>, _: Option<&Record>| Resolution::AcceptServer,
+        ))
+        .throttle(fast_throttle())
+        .session(quiet)
+        .build()
+        .await
+        .unwrap();
+    let b = Device {
+        dir,
+        engine,
+        token: "custom".into(),
+    };
+    wait_for(&b, "n1", |d| d.tagged_records == 1).await;
+    let from_b = b.engine.get(id("n1")).await.unwrap().unwrap();
+    let from_a = a.engine.get(id("n1")).await.unwrap().unwrap();
+    a.engine.save(from_a.with("title", "a wins")).await.unwrap();
+    wait_quiet(&a).await;
+    b.engine
+        .save(from_b.with("title", "b loses"))
+        .await
+        .unwrap();
+    wait_quiet(&b).await;
+    assert_eq!(
+        text(&b.engine.get(id("n1")).await.unwrap().unwrap(), "title").as_deref(),
+        Some("a wins")
+    );
+    assert_eq!(
+        text(&server_records(&server, "custom").await["n1"], "title").as_deref(),
+        Some("a wins")
+    );
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_server_the_engine_is_offline_keeps_every_change_and_never_halts() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder(dir.path().join("offline.redb"))
+        .dev_server(format!("http://{address}"), "nobody")
+        .unwrap()
+        // An always-granting throttle: pacing out of the way, only the offline backoff left.
+        .throttle(ThrottleConfig {
+            max_attempts: 2,
+            ..fast_throttle()
+        })
+        .session(session_config())
+        .build()
+        .await
+        .unwrap();
+    let device = Device {
+        dir,
+        engine,
+        token: String::new(),
+    };
+    device.engine.save(note("n1", "kept")).await.unwrap();
+    wait_for(&device, "offline", |d| d.status == Status::Offline).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let d = device.diagnostics().await;
+    assert_eq!(d.status, Status::Offline, "{d:#?}");
+    assert!(
+        d.halt.is_none(),
+        "offline attempts are not counted: never exhausted"
+    );
+    assert_eq!(d.queue.pending, 1);
+    assert_eq!(d.liveness_violations, 0);
+    device.engine.shutdown().await;
+}
