@@ -377,3 +377,85 @@ async fn each_component_killed_is_restarted_and_the_engine_keeps_syncing() {
     let _ = DevView::new(server.base_url());
     a.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_large_is_split_in_halves_and_everything_arrives() {
+    let server = server().await;
+    let a = Device::start(&server, "split").await;
+    wait_quiet(&a).await;
+    arm(
+        &server,
+        serde_json::json!({"operation": "records/modify", "serverErrorCode": "LIMIT_EXCEEDED", "status": 413}),
+    )
+    .await;
+    for i in 0..300 {
+        a.engine.save(note(&format!("s{i:03}"), "x")).await.unwrap();
+    }
+    wait_quiet(&a).await;
+    assert_eq!(server_records(&server, "split").await.len(), 300);
+    let modify = server_stats(&server, "split").await.operations["records/modify"].clone();
+    // 200 refused whole, then halves of 100: at least four requests for 300 changes.
+    assert!(modify.requests >= 4, "{modify:?}");
+    assert_eq!(
+        a.diagnostics().await.queue.parked,
+        0,
+        "nothing parked: it was the request"
+    );
+    a.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_an_in_flight_save_never_resurrects_the_record() {
+    let server = server().await;
+    let a = Device::start(&server, "race").await;
+    let b = Device::start(&server, "race").await;
+    wait_quiet(&a).await;
+    // The save's request takes 400 ms; the delete is made while it is out.
+    arm(
+        &server,
+        serde_json::json!({"operation": "records/modify", "delayMs": 400}),
+    )
+    .await;
+    a.engine.save(note("raced", "v1")).await.unwrap();
+    wait_for(&a, "the save in flight", |d| d.in_flight.is_some()).await;
+    a.engine.delete(id("raced")).await.unwrap();
+    wait_quiet(&a).await;
+    for _ in 0..3 {
+        a.engine.sync_now();
+        b.engine.sync_now();
+        wait_quiet(&a).await;
+        wait_quiet(&b).await;
+    }
+    assert!(
+        a.engine.get(id("raced")).await.unwrap().is_none(),
+        "came back on a"
+    );
+    assert!(
+        b.engine.get(id("raced")).await.unwrap().is_none(),
+        "came back on b"
+    );
+    assert!(!server_records(&server, "race").await.contains_key("raced"));
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_another_device_creates_again_after_a_confirmed_delete_arrives() {
+    let server = server().await;
+    let a = Device::start(&server, "reborn").await;
+    a.engine.save(note("phoenix", "first life")).await.unwrap();
+    wait_quiet(&a).await;
+    a.engine.delete(id("phoenix")).await.unwrap();
+    wait_quiet(&a).await;
+    // A device that joins after the confirmed delete creates the record anew.
+    let b = Device::start(&server, "reborn").await;
+    wait_quiet(&b).await;
+    b.engine.save(note("phoenix", "second life")).await.unwrap();
+    wait_quiet(&b).await;
+    a.engine.sync_now();
+    wait_for(&a, "the new life", |d| d.tagged_records == 1).await;
+    let reborn = a.engine.get(id("phoenix")).await.unwrap().unwrap();
+    assert_eq!(text(&reborn, "title").as_deref(), Some("second life"));
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
