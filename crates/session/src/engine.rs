@@ -58,6 +58,11 @@ pub struct EngineBuilder {
     session: Option<SessionConfig>,
     client: Option<CloudKitClient>,
     transport: Option<(TransportHandle, Box<dyn ChildSpec>)>,
+    store: Option<(
+        skysync_store::StoreHandle,
+        skysync_queue::QueueHandle,
+        Box<dyn ChildSpec>,
+    )>,
     resolver: Arc<dyn ConflictResolver>,
     throttle: ThrottleConfig,
     restart: RestartPolicy,
@@ -73,6 +78,7 @@ impl EngineBuilder {
             session: None,
             client: None,
             transport: None,
+            store: None,
             resolver: Arc::new(ThreeWayMerge::default()),
             throttle: ThrottleConfig::default(),
             restart: RestartPolicy::default(),
@@ -117,6 +123,19 @@ impl EngineBuilder {
         self
     }
 
+    /// Replaces the store and queue with a spec of the app's (a store on a failing disk in a
+    /// test): the supervisor starts it, and `store` and `queue` are the handles it attaches its
+    /// actors to. The builder's path is then unused.
+    pub fn store(
+        mut self,
+        store: skysync_store::StoreHandle,
+        queue: skysync_queue::QueueHandle,
+        spec: impl ChildSpec,
+    ) -> Self {
+        self.store = Some((store, queue, Box::new(spec)));
+        self
+    }
+
     /// The zones to sync.
     pub fn zones(mut self, zones: impl IntoIterator<Item = ZoneId>) -> Self {
         self.zones = zones.into_iter().collect();
@@ -156,16 +175,25 @@ impl EngineBuilder {
             config.zones = self.zones;
         }
         let (supervisor, _) = SupervisorHandle::spawn(self.restart).await?;
-        let unit = StoreUnit::new(
-            &self.store_path,
-            StoreConfig::default(),
-            QueueConfig {
-                limits: config.batch_limits,
-                ..QueueConfig::default()
-            },
-        );
-        let (store, queue) = (unit.store(), unit.queue());
-        supervisor.start(unit).await?;
+        let (store, queue) = match self.store {
+            Some((store, queue, spec)) => {
+                supervisor.start(spec).await?;
+                (store, queue)
+            }
+            None => {
+                let unit = StoreUnit::new(
+                    &self.store_path,
+                    StoreConfig::default(),
+                    QueueConfig {
+                        limits: config.batch_limits,
+                        ..QueueConfig::default()
+                    },
+                );
+                let handles = (unit.store(), unit.queue());
+                supervisor.start(unit).await?;
+                handles
+            }
+        };
         let memory = store.sync_metadata().await?.pacing;
         let remembered = (memory != skysync_model::PacingMemory::default()).then_some(memory);
         let throttle_spec = ThrottleSpec::new(self.throttle, remembered)?;

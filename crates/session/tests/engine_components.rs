@@ -238,3 +238,135 @@ async fn with_no_server_the_engine_is_offline_keeps_every_change_and_never_halts
     assert_eq!(d.liveness_violations, 0);
     device.engine.shutdown().await;
 }
+
+/// The store and queue on a simulated disk; after a power cut, reopened over what survived.
+struct StoreOnDisk {
+    disk: std::sync::Mutex<skysync_store::power_loss::PowerLossDisk>,
+    store: skysync_store::StoreHandle,
+    queue: skysync_queue::QueueHandle,
+}
+
+impl skysync_actors::ChildSpec for StoreOnDisk {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn start(
+        &self,
+        supervisor: ractor::ActorCell,
+    ) -> skysync_actors::BoxFuture<'_, Result<Vec<ractor::ActorCell>, String>> {
+        Box::pin(async move {
+            let backend = {
+                let mut disk = self.disk.lock().unwrap();
+                if disk.power_lost() {
+                    *disk = disk.after_power_loss(skysync_store::power_loss::UnsyncedWrites::Lost);
+                }
+                disk.backend()
+            };
+            let file = tokio::task::spawn_blocking(move || {
+                skysync_store::StoreFile::open_with_backend("disk.redb", backend)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let db = file.database().clone();
+            self.store
+                .start(file, Some(supervisor.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.queue
+                .start(db, "disk.redb", Some(supervisor))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(vec![
+                self.store.actor().unwrap().get_cell(),
+                self.queue.actor().unwrap().get_cell(),
+            ])
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_disk_fails_is_restarted_and_the_engine_keeps_syncing() {
+    let server = server().await;
+    let disk = skysync_store::power_loss::PowerLossDisk::new();
+    let spec = StoreOnDisk {
+        disk: std::sync::Mutex::new(disk.clone()),
+        store: skysync_store::StoreHandle::detached(skysync_store::StoreConfig::default()),
+        queue: skysync_queue::QueueHandle::detached(skysync_queue::QueueConfig::default()),
+    };
+    let (store, queue) = (spec.store.clone(), spec.queue.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder(dir.path().join("unused.redb"))
+        .dev_server(server.base_url(), "disk")
+        .unwrap()
+        .store(store, queue, spec)
+        .throttle(fast_throttle())
+        .session(session_config())
+        .build()
+        .await
+        .unwrap();
+    let device = Device {
+        dir,
+        engine,
+        token: "disk".into(),
+    };
+    device.engine.save(note("before", "x")).await.unwrap();
+    wait_quiet(&device).await;
+
+    // The disk fails: the write is refused with a typed error, never claimed durable.
+    disk.cut_power();
+    let refused = device.engine.save(note("during", "x")).await;
+    assert!(refused.is_err(), "a save on a dead disk must not return Ok");
+    // The supervisor reopens the file; the same engine saves and syncs again.
+    let mut saved = false;
+    for _ in 0..100 {
+        if device.engine.save(note("after", "y")).await.is_ok() {
+            saved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saved, "the store never came back");
+    wait_quiet(&device).await;
+    let on_server = server_records(&server, "disk").await;
+    assert!(on_server.contains_key("before") && on_server.contains_key("after"));
+    assert!(device.diagnostics().await.halt.is_none());
+    device.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_is_ridden_out_when_the_server_comes_back() {
+    let data = tempfile::tempdir().unwrap();
+    let config = |listen| skysync_devserver::ServerConfig {
+        listen,
+        data_dir: Some(data.path().to_path_buf()),
+        ..skysync_devserver::ServerConfig::default()
+    };
+    let first = skysync_devserver::DevServer::start(config("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let address: std::net::SocketAddr = first
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let a = Device::start(&first, "comeback").await;
+    a.engine.save(note("n1", "x")).await.unwrap();
+    wait_quiet(&a).await;
+    first.shutdown().await.unwrap();
+
+    a.engine.save(note("n2", "written offline")).await.unwrap();
+    wait_for(&a, "offline", |d| d.status == Status::Offline).await;
+    let again = skysync_devserver::DevServer::start(config(address))
+        .await
+        .unwrap();
+    wait_for(&a, "back and sent", |d| {
+        d.queue.pending == 0 && d.status != Status::Offline && d.in_flight.is_none()
+    })
+    .await;
+    let on_server = server_records(&again, "comeback").await;
+    assert!(on_server.contains_key("n1") && on_server.contains_key("n2"));
+    assert!(a.diagnostics().await.halt.is_none());
+    a.engine.shutdown().await;
+}
