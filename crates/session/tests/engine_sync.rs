@@ -158,3 +158,130 @@ async fn a_fatal_error_halts_and_keeps_every_change_until_resume() {
     assert!(server_records(&server, "user-5").await.contains_key("n1"));
     a.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_sent_before_the_gates_open_and_queued_work_runs_once_they_do() {
+    let server = server().await;
+    // The zone cannot be created for a while: the gate stays shut.
+    arm(
+        &server,
+        serde_json::json!({"operation": "zones/modify", "count": 3, "serverErrorCode": "INTERNAL_ERROR"}),
+    )
+    .await;
+    let a = Device::start(&server, "gates").await;
+    for i in 0..5 {
+        a.engine
+            .save(note(&format!("g{i}"), "queued"))
+            .await
+            .unwrap();
+    }
+    wait_quiet(&a).await;
+    let stats = server_stats(&server, "gates").await;
+    let zones = &stats.operations["zones/modify"];
+    assert_eq!(
+        zones.requests, 4,
+        "three refusals, then the zone: {zones:?}"
+    );
+    let modify = &stats.operations["records/modify"];
+    assert_eq!(
+        modify.requests, 1,
+        "nothing was sent while the gate was shut, then one batch: {modify:?}"
+    );
+    assert_eq!(
+        server_records(&server, "gates").await.len(),
+        5,
+        "queued work ran"
+    );
+    assert_eq!(stats.totals.max_in_flight, 1);
+    a.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_diagnostics_tell_the_truth_at_every_stage() {
+    let server = server().await;
+    let a = Device::start(&server, "stages").await;
+    let mut status = a.engine.status();
+    wait_quiet(&a).await;
+    assert_eq!(*status.borrow_and_update(), Status::Idle);
+
+    arm(
+        &server,
+        serde_json::json!({"operation": "records/modify", "delayMs": 600}),
+    )
+    .await;
+    a.engine.save(note("n1", "x")).await.unwrap();
+    wait_for(&a, "uploading", |d| d.status == Status::Uploading).await;
+    let d = a.diagnostics().await;
+    let in_flight = d.in_flight.unwrap();
+    assert_eq!(in_flight.kind, skysync_session::OperationKind::Send);
+    assert_eq!(in_flight.size, 1);
+    assert_eq!(d.queue.pending, 1, "pending until the server confirms");
+    wait_quiet(&a).await;
+    let d = a.diagnostics().await;
+    assert_eq!(d.queue.pending, 0);
+    assert_eq!(d.tagged_records, 1);
+    assert!(d.last_send_unix_ms.is_some() && d.last_fetch_unix_ms.is_some());
+    assert!(d.account.is_some());
+
+    arm(
+        &server,
+        serde_json::json!({"operation": "changes/database", "delayMs": 600}),
+    )
+    .await;
+    a.engine.sync_now();
+    wait_for(&a, "downloading", |d| d.status == Status::Downloading).await;
+    wait_quiet(&a).await;
+    // The watch replays the current value to a new receiver.
+    assert_eq!(*a.engine.status().borrow(), Status::Idle);
+    a.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_wins_and_client_wins_settle_a_conflict_as_they_document() {
+    for (strategy, expect) in [("server", "from a"), ("client", "from b")] {
+        let server = server().await;
+        let user = format!("strategy-{strategy}");
+        let a = Device::start(&server, &user).await;
+        a.engine.save(note("n1", "v1")).await.unwrap();
+        wait_quiet(&a).await;
+        let mut quiet = session_config();
+        quiet.fetch_interval = std::time::Duration::from_secs(3600);
+        quiet.notifications = false;
+        let dir = tempfile::tempdir().unwrap();
+        let builder = skysync_session::Engine::builder(dir.path().join("b.redb"))
+            .dev_server(server.base_url(), &user)
+            .unwrap()
+            .throttle(fast_throttle())
+            .session(quiet);
+        let builder = match strategy {
+            "server" => builder.resolver(skysync_conflict::ServerWins::default()),
+            _ => builder.resolver(skysync_conflict::ClientWins::default()),
+        };
+        let b = Device {
+            dir,
+            engine: builder.build().await.unwrap(),
+            token: user.clone(),
+        };
+        wait_for(&b, "n1", |d| d.tagged_records == 1).await;
+        let stale = b.engine.get(id("n1")).await.unwrap().unwrap();
+        let fresh = a.engine.get(id("n1")).await.unwrap().unwrap();
+        a.engine.save(fresh.with("title", "from a")).await.unwrap();
+        wait_quiet(&a).await;
+        b.engine.save(stale.with("title", "from b")).await.unwrap();
+        wait_quiet(&b).await;
+        let on_server = server_records(&server, &user).await;
+        assert_eq!(
+            text(&on_server["n1"], "title").as_deref(),
+            Some(expect),
+            "{strategy} wins"
+        );
+        let local = b.engine.get(id("n1")).await.unwrap().unwrap();
+        assert_eq!(
+            text(&local, "title").as_deref(),
+            Some(expect),
+            "{strategy} wins on b"
+        );
+        a.engine.shutdown().await;
+        b.engine.shutdown().await;
+    }
+}
