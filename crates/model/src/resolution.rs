@@ -14,7 +14,7 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resolution {
     /// Save this record over the server's copy (an `update`). It carries the server copy's change tag
-    /// and system fields (see [`rebase_onto`]); [`settle`] enforces that whatever the resolver set.
+    /// and system fields (see `skysync_conflict::rebase_onto`); `skysync_conflict::settle` enforces that whatever the resolver set.
     /// Fields set to [`crate::FieldValue::Null`] go out as `{"value": null}` and are cleared.
     Send(Record),
     /// Delete the record on the server with the server copy's change tag: the local deletion wins

@@ -110,10 +110,9 @@ async fn a_lost_response_is_retried_and_adopted_without_a_duplicate_or_a_loop() 
     wait_quiet(&a).await;
     let stats = server_stats(&server, "lost").await;
     let modify = &stats.operations["records/modify"];
-    assert!(
-        modify.requests <= 3,
-        "the create is applied, lost, retried once and adopted: {modify:?}"
-    );
+    // The create was applied and its answer lost; it is adopted either from the retry's EXISTS
+    // or from the fetch that finds it first: never sent a third time, never duplicated.
+    assert!(modify.requests <= 2, "{modify:?}");
     assert_eq!(server_records(&server, "lost").await.len(), 1);
     assert_eq!(
         a.diagnostics().await.tagged_records,

@@ -111,10 +111,21 @@ async fn a_delete_never_comes_back_on_any_device() {
 async fn never_more_than_one_request_in_flight() {
     let server = server().await;
     let a = Device::start(&server, "user-4").await;
+    // Slow answers widen the window in which a second request could overlap the first.
+    arm(
+        &server,
+        serde_json::json!({"operation": "*", "count": 8, "delayMs": 150}),
+    )
+    .await;
     for i in 0..450 {
         a.engine.save(note(&format!("r{i:03}"), "x")).await.unwrap();
     }
     a.engine.delete(id("r001")).await.unwrap();
+    // Every trigger at once, while operations are out.
+    for _ in 0..20 {
+        a.engine.sync_now();
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     wait_quiet(&a).await;
     a.engine.sync_now();
     wait_quiet(&a).await;
