@@ -9,7 +9,7 @@ use common::*;
 use skysync_conflict::Custom;
 use skysync_model::wire::{Subscription, UserIdentity};
 use skysync_model::{ChangeToken, CloudError, PendingChange, Record, Resolution, ZoneId};
-use skysync_session::{Engine, Status};
+use skysync_session::Status;
 use skysync_throttle::ThrottleConfig;
 use skysync_transport::{
     CloudDatabase, DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, ZoneChangesPage,
@@ -114,22 +114,11 @@ impl CloudDatabase for Scripted {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_transport_whose_send_dies_is_a_local_failure_redone_and_never_counted() {
-    let dir = tempfile::tempdir().unwrap();
     let sends = Arc::new(AtomicU32::new(0));
-    let engine = Engine::builder(dir.path().join("s.redb"))
-        .transport(Scripted {
-            sends: Arc::clone(&sends),
-        })
-        .throttle(fast_throttle())
-        .session(session_config())
-        .build()
-        .await
-        .unwrap();
-    let device = Device {
-        dir,
-        engine,
-        token: String::new(),
+    let script = Scripted {
+        sends: Arc::clone(&sends),
     };
+    let device = Device::build(|b| b.transport(script)).await;
     device.engine.save(note("n1", "x")).await.unwrap();
     wait_quiet(&device).await;
     let d = device.diagnostics().await;
@@ -158,28 +147,18 @@ async fn a_custom_resolver_decides_every_conflict() {
     let a = Device::start(&server, "custom").await;
     a.engine.save(note("n1", "v1")).await.unwrap();
     wait_quiet(&a).await;
-    // b always takes the server's side. It fetches only when told, so that its edit is made (and
+    // b always takes the server's side; it fetches only when told, so that its edit is made (and
     // sent) without knowing a's.
-    let mut quiet = session_config();
-    quiet.fetch_interval = Duration::from_secs(3600);
-    quiet.notifications = false;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder(dir.path().join("b.redb"))
-        .dev_server(server.base_url(), "custom")
-        .unwrap()
-        .resolver(Custom::new(
-            |_: &PendingChange, _: Option<&Record>, _: Option<&Record>| Resolution::AcceptServer,
-        ))
-        .throttle(fast_throttle())
-        .session(quiet)
-        .build()
-        .await
-        .unwrap();
-    let b = Device {
-        dir,
-        engine,
-        token: "custom".into(),
-    };
+    let b = Device::start_built(&server, "custom", |builder| {
+        builder
+            .session(fetch_only_when_told())
+            .resolver(Custom::new(
+                |_: &PendingChange, _: Option<&Record>, _: Option<&Record>| {
+                    Resolution::AcceptServer
+                },
+            ))
+    })
+    .await;
     wait_for(&b, "n1", |d| d.tagged_records == 1).await;
     let from_b = b.engine.get(id("n1")).await.unwrap().unwrap();
     let from_a = a.engine.get(id("n1")).await.unwrap().unwrap();
@@ -207,24 +186,16 @@ async fn with_no_server_the_engine_is_offline_keeps_every_change_and_never_halts
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder(dir.path().join("offline.redb"))
-        .dev_server(format!("http://{address}"), "nobody")
-        .unwrap()
-        // An always-granting throttle: pacing out of the way, only the offline backoff left.
-        .throttle(ThrottleConfig {
-            max_attempts: 2,
-            ..fast_throttle()
-        })
-        .session(session_config())
-        .build()
-        .await
-        .unwrap();
-    let device = Device {
-        dir,
-        engine,
-        token: String::new(),
-    };
+    // An always-granting throttle: pacing out of the way, only the offline backoff left.
+    let device = Device::build(|b| {
+        b.dev_server(format!("http://{address}"), "nobody")
+            .unwrap()
+            .throttle(ThrottleConfig {
+                max_attempts: 2,
+                ..fast_throttle()
+            })
+    })
+    .await;
     device.engine.save(note("n1", "kept")).await.unwrap();
     wait_for(&device, "offline", |d| d.status == Status::Offline).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -239,78 +210,17 @@ async fn with_no_server_the_engine_is_offline_keeps_every_change_and_never_halts
     device.engine.shutdown().await;
 }
 
-/// The store and queue on a simulated disk; after a power cut, reopened over what survived.
-struct StoreOnDisk {
-    disk: std::sync::Mutex<skysync_store::power_loss::PowerLossDisk>,
-    store: skysync_store::StoreHandle,
-    queue: skysync_queue::QueueHandle,
-}
-
-impl skysync_actors::ChildSpec for StoreOnDisk {
-    fn name(&self) -> &'static str {
-        "store"
-    }
-
-    fn start(
-        &self,
-        supervisor: ractor::ActorCell,
-    ) -> skysync_actors::BoxFuture<'_, Result<Vec<ractor::ActorCell>, String>> {
-        Box::pin(async move {
-            let backend = {
-                let mut disk = self.disk.lock().unwrap();
-                if disk.power_lost() {
-                    *disk = disk.after_power_loss(skysync_store::power_loss::UnsyncedWrites::Lost);
-                }
-                disk.backend()
-            };
-            let file = tokio::task::spawn_blocking(move || {
-                skysync_store::StoreFile::open_with_backend("disk.redb", backend)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-            let db = file.database().clone();
-            self.store
-                .start(file, Some(supervisor.clone()))
-                .await
-                .map_err(|e| e.to_string())?;
-            self.queue
-                .start(db, "disk.redb", Some(supervisor))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(vec![
-                self.store.actor().unwrap().get_cell(),
-                self.queue.actor().unwrap().get_cell(),
-            ])
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_whose_disk_fails_is_restarted_and_the_engine_keeps_syncing() {
     let server = server().await;
     let disk = skysync_store::power_loss::PowerLossDisk::new();
-    let spec = StoreOnDisk {
-        disk: std::sync::Mutex::new(disk.clone()),
-        store: skysync_store::StoreHandle::detached(skysync_store::StoreConfig::default()),
-        queue: skysync_queue::QueueHandle::detached(skysync_queue::QueueConfig::default()),
-    };
-    let (store, queue) = (spec.store.clone(), spec.queue.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::builder(dir.path().join("unused.redb"))
-        .dev_server(server.base_url(), "disk")
-        .unwrap()
-        .store(store, queue, spec)
-        .throttle(fast_throttle())
-        .session(session_config())
-        .build()
-        .await
-        .unwrap();
-    let device = Device {
-        dir,
-        engine,
-        token: "disk".into(),
-    };
+    let unit = skysync_store::power_loss::DiskUnit::new(
+        disk.clone(),
+        skysync_store::StoreConfig::default(),
+        skysync_queue::QueueConfig::default(),
+    );
+    let (store, queue) = (unit.store(), unit.queue());
+    let device = Device::start_built(&server, "disk", |b| b.store(store, queue, unit)).await;
     device.engine.save(note("before", "x")).await.unwrap();
     wait_quiet(&device).await;
 

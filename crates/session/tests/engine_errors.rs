@@ -12,20 +12,6 @@ use skysync_model::{FieldValue, Record};
 use skysync_session::{HaltReason, SchemaGuard, Status, SyncEvent};
 use std::time::{Duration, Instant};
 
-async fn arm_item(server: &skysync_devserver::DevServer, spec: serde_json::Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/_dev/item-faults", server.base_url()))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{:?}",
-        response.text().await
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_changes_go_in_batches_of_200_and_an_oversized_record_is_parked() {
     let server = server().await;
@@ -419,12 +405,7 @@ async fn a_delete_racing_an_in_flight_save_never_resurrects_the_record() {
     wait_for(&a, "the save in flight", |d| d.in_flight.is_some()).await;
     a.engine.delete(id("raced")).await.unwrap();
     wait_quiet(&a).await;
-    for _ in 0..3 {
-        a.engine.sync_now();
-        b.engine.sync_now();
-        wait_quiet(&a).await;
-        wait_quiet(&b).await;
-    }
+    settle(&[&a, &b]).await;
     assert!(
         a.engine.get(id("raced")).await.unwrap().is_none(),
         "came back on a"

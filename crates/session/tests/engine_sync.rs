@@ -52,12 +52,7 @@ async fn two_devices_edit_different_fields_and_converge_with_both_edits() {
     wait_quiet(&a).await;
     wait_quiet(&b).await;
     // Let both fetch what the other sent.
-    for _ in 0..3 {
-        a.engine.sync_now();
-        b.engine.sync_now();
-        wait_quiet(&a).await;
-        wait_quiet(&b).await;
-    }
+    settle(&[&a, &b]).await;
     let on_server = server_records(&server, "user-2").await;
     let n1 = &on_server["n1"];
     assert_eq!(
@@ -87,12 +82,7 @@ async fn a_delete_never_comes_back_on_any_device() {
     wait_for(&b, "both records", |d| d.tagged_records == 2).await;
     a.engine.delete(id("gone")).await.unwrap();
     wait_quiet(&a).await;
-    for _ in 0..3 {
-        a.engine.sync_now();
-        b.engine.sync_now();
-        wait_quiet(&a).await;
-        wait_quiet(&b).await;
-    }
+    settle(&[&a, &b]).await;
     assert!(!server_records(&server, "user-3").await.contains_key("gone"));
     assert!(
         a.engine.get(id("gone")).await.unwrap().is_none(),
@@ -255,24 +245,14 @@ async fn server_wins_and_client_wins_settle_a_conflict_as_they_document() {
         let a = Device::start(&server, &user).await;
         a.engine.save(note("n1", "v1")).await.unwrap();
         wait_quiet(&a).await;
-        let mut quiet = session_config();
-        quiet.fetch_interval = std::time::Duration::from_secs(3600);
-        quiet.notifications = false;
-        let dir = tempfile::tempdir().unwrap();
-        let builder = skysync_session::Engine::builder(dir.path().join("b.redb"))
-            .dev_server(server.base_url(), &user)
-            .unwrap()
-            .throttle(fast_throttle())
-            .session(quiet);
-        let builder = match strategy {
-            "server" => builder.resolver(skysync_conflict::ServerWins::default()),
-            _ => builder.resolver(skysync_conflict::ClientWins::default()),
-        };
-        let b = Device {
-            dir,
-            engine: builder.build().await.unwrap(),
-            token: user.clone(),
-        };
+        let b = Device::start_built(&server, &user, |builder| {
+            let builder = builder.session(fetch_only_when_told());
+            match strategy {
+                "server" => builder.resolver(skysync_conflict::ServerWins::default()),
+                _ => builder.resolver(skysync_conflict::ClientWins::default()),
+            }
+        })
+        .await;
         wait_for(&b, "n1", |d| d.tagged_records == 1).await;
         let stale = b.engine.get(id("n1")).await.unwrap().unwrap();
         let fresh = a.engine.get(id("n1")).await.unwrap().unwrap();

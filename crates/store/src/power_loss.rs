@@ -436,3 +436,85 @@ impl StorageBackend for PowerLossBackend {
         Ok(())
     }
 }
+
+/// The store and the queue as one supervised unit on a [`PowerLossDisk`] (what
+/// [`crate::StoreUnit`] is on a real file): every start opens the disk afresh, and a start after a
+/// power cut opens what a restarted machine would find (the unsynced writes lost). For tests of
+/// everything above the store: a disk that fails under a running engine.
+#[derive(Debug)]
+pub struct DiskUnit {
+    disk: Mutex<PowerLossDisk>,
+    store: crate::StoreHandle,
+    queue: skysync_queue::QueueHandle,
+}
+
+impl DiskUnit {
+    /// The unit on `disk` (keep a clone of the disk to cut its power).
+    pub fn new(
+        disk: PowerLossDisk,
+        store: crate::StoreConfig,
+        queue: skysync_queue::QueueConfig,
+    ) -> Self {
+        Self {
+            disk: Mutex::new(disk),
+            store: crate::StoreHandle::detached(store),
+            queue: skysync_queue::QueueHandle::detached(queue),
+        }
+    }
+
+    /// The store's handle (valid across restarts).
+    pub fn store(&self) -> crate::StoreHandle {
+        self.store.clone()
+    }
+
+    /// The queue's handle (valid across restarts).
+    pub fn queue(&self) -> skysync_queue::QueueHandle {
+        self.queue.clone()
+    }
+}
+
+/// The name the unit's file goes by in errors.
+const DISK_UNIT_FILE: &str = "power-loss-disk.redb";
+
+impl skysync_actors::ChildSpec for DiskUnit {
+    fn name(&self) -> &'static str {
+        "store"
+    }
+
+    fn start(
+        &self,
+        supervisor: ractor::ActorCell,
+    ) -> skysync_actors::BoxFuture<'_, Result<Vec<ractor::ActorCell>, String>> {
+        Box::pin(async move {
+            let backend = {
+                let mut disk = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+                if disk.power_lost() {
+                    *disk = disk.after_power_loss(UnsyncedWrites::Lost);
+                }
+                disk.backend()
+            };
+            let file = tokio::task::spawn_blocking(move || {
+                crate::StoreFile::open_with_backend(DISK_UNIT_FILE, backend)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let db = file.database().clone();
+            self.store
+                .start(file, Some(supervisor.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.queue
+                .start(db, DISK_UNIT_FILE, Some(supervisor))
+                .await
+                .map_err(|e| e.to_string())?;
+            [
+                self.store.actor().map(|a| a.get_cell()),
+                self.queue.actor().map(|a| a.get_cell()),
+            ]
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| "the store or queue actor was not attached".to_owned())
+        })
+    }
+}

@@ -1781,51 +1781,15 @@ fn summary(copy: &LocalCopy) -> String {
 /// "stopped" forever. The same handle answers after the restart, with what was durable.
 #[tokio::test]
 async fn a_failed_disk_fails_the_store_actor_and_the_supervisor_reopens_the_file() {
-    use skysync_actors::{BoxFuture, ChildSpec, RestartPolicy, SupervisorEvent, SupervisorHandle};
-    use std::sync::Mutex;
-
-    /// Opens the store over the simulated disk; after a power cut, over what a restart finds.
-    struct OnDisk {
-        disk: Mutex<PowerLossDisk>,
-        store: StoreHandle,
-    }
-    impl ChildSpec for OnDisk {
-        fn name(&self) -> &'static str {
-            "store"
-        }
-        fn start(
-            &self,
-            supervisor: ractor::ActorCell,
-        ) -> BoxFuture<'_, Result<Vec<ractor::ActorCell>, String>> {
-            Box::pin(async move {
-                let backend = {
-                    let mut disk = self.disk.lock().unwrap();
-                    if disk.power_lost() {
-                        *disk = disk.after_power_loss(UnsyncedWrites::Lost);
-                    }
-                    disk.backend()
-                };
-                let file = tokio::task::spawn_blocking(move || {
-                    StoreFile::open_with_backend("failing.redb", backend)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                self.store
-                    .start(file, Some(supervisor))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(vec![self.store.actor().unwrap().get_cell()])
-            })
-        }
-    }
+    use skysync_actors::{RestartPolicy, SupervisorEvent, SupervisorHandle};
 
     let disk = PowerLossDisk::new();
-    let spec = OnDisk {
-        disk: Mutex::new(disk.clone()),
-        store: StoreHandle::detached(StoreConfig::default()),
-    };
-    let store = spec.store.clone();
+    let spec = skysync_store::power_loss::DiskUnit::new(
+        disk.clone(),
+        StoreConfig::default(),
+        skysync_queue::QueueConfig::default(),
+    );
+    let store = spec.store();
     let (supervisor, _) = SupervisorHandle::spawn(RestartPolicy::default())
         .await
         .unwrap();

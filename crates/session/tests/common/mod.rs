@@ -5,7 +5,7 @@
 use skysync_devserver::dev_view::{DatabaseSnapshot, DevUser, DevView, UserStats};
 use skysync_devserver::{DevServer, ServerConfig};
 use skysync_model::{FieldValue, Record, RecordId, ZoneId};
-use skysync_session::{Diagnostics, Engine, SessionConfig, Status};
+use skysync_session::{Diagnostics, Engine, EngineBuilder, SessionConfig, Status};
 use skysync_throttle::ThrottleConfig;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,6 +64,27 @@ pub fn session_config() -> SessionConfig {
     config
 }
 
+/// Session settings of a device that fetches only when told (no timer, no notifications), so
+/// that its edits are made and sent without knowing other devices'.
+pub fn fetch_only_when_told() -> SessionConfig {
+    let mut config = session_config();
+    config.fetch_interval = Duration::from_secs(3600);
+    config.notifications = false;
+    config
+}
+
+/// A few rounds of fetch-and-send on every device, so each has what the others sent.
+pub async fn settle(devices: &[&Device]) {
+    for _ in 0..3 {
+        for device in devices {
+            device.engine.sync_now();
+        }
+        for device in devices {
+            wait_quiet(device).await;
+        }
+    }
+}
+
 /// One device: an engine over its own store file, signed in as `user`.
 pub struct Device {
     pub dir: TempDir,
@@ -77,19 +98,32 @@ impl Device {
     }
 
     pub async fn start_with(server: &DevServer, user: &str, config: SessionConfig) -> Device {
+        Device::start_built(server, user, |b| b.session(config)).await
+    }
+
+    /// A device whose builder `edit` changes further (a resolver, a transport, a store).
+    pub async fn start_built(
+        server: &DevServer,
+        user: &str,
+        edit: impl FnOnce(EngineBuilder) -> EngineBuilder,
+    ) -> Device {
+        let base = server.base_url();
+        let mut device = Device::build(|b| edit(b.dev_server(base, user).unwrap())).await;
+        device.token = user.to_owned();
+        device
+    }
+
+    /// A device with no server configured until `edit` sets one (or a transport).
+    pub async fn build(edit: impl FnOnce(EngineBuilder) -> EngineBuilder) -> Device {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::builder(dir.path().join("device.redb"))
-            .dev_server(server.base_url(), user)
-            .unwrap()
+        let builder = Engine::builder(dir.path().join("device.redb"))
             .throttle(fast_throttle())
-            .session(config)
-            .build()
-            .await
-            .unwrap();
+            .session(session_config());
+        let engine = edit(builder).build().await.unwrap();
         Device {
             dir,
             engine,
-            token: user.to_owned(),
+            token: String::new(),
         }
     }
 
@@ -146,8 +180,8 @@ pub async fn wait_quiet(device: &Device) {
     .await;
 }
 
-/// The server's view of a user's private database, zone `Notes`: live records by name.
-pub async fn server_records(server: &DevServer, token: &str) -> BTreeMap<String, Record> {
+/// The user record name the dev server knows a web auth token by.
+pub async fn dev_user(server: &DevServer, token: &str) -> String {
     let view = DevView::new(server.base_url());
     let user: DevUser = reqwest::get(view.user_url(token))
         .await
@@ -155,11 +189,18 @@ pub async fn server_records(server: &DevServer, token: &str) -> BTreeMap<String,
         .json()
         .await
         .unwrap();
+    user.user_record_name
+}
+
+/// The server's view of a user's private database, zone `Notes`: live records by name.
+pub async fn server_records(server: &DevServer, token: &str) -> BTreeMap<String, Record> {
+    let view = DevView::new(server.base_url());
+    let user = dev_user(server, token).await;
     let url = view.records_url(
         CONTAINER,
         "development",
         "private",
-        Some(&user.user_record_name),
+        Some(&user),
         Some("Notes"),
     );
     let snapshot: DatabaseSnapshot = reqwest::get(url).await.unwrap().json().await.unwrap();
@@ -176,13 +217,8 @@ pub async fn server_records(server: &DevServer, token: &str) -> BTreeMap<String,
 /// The server's request counters for a user.
 pub async fn server_stats(server: &DevServer, token: &str) -> UserStats {
     let view = DevView::new(server.base_url());
-    let user: DevUser = reqwest::get(view.user_url(token))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reqwest::get(view.user_stats_url(&user.user_record_name))
+    let user = dev_user(server, token).await;
+    reqwest::get(view.user_stats_url(&user))
         .await
         .unwrap()
         .json()
@@ -192,8 +228,17 @@ pub async fn server_stats(server: &DevServer, token: &str) -> UserStats {
 
 /// Arms a dev server fault (`POST /_dev/faults`).
 pub async fn arm(server: &DevServer, spec: serde_json::Value) {
+    arm_at(server, "faults", spec).await;
+}
+
+/// Arms a per-item fault (`POST /_dev/item-faults`).
+pub async fn arm_item(server: &DevServer, spec: serde_json::Value) {
+    arm_at(server, "item-faults", spec).await;
+}
+
+async fn arm_at(server: &DevServer, path: &str, spec: serde_json::Value) {
     let response = reqwest::Client::new()
-        .post(format!("{}/_dev/faults", server.base_url()))
+        .post(format!("{}/_dev/{path}", server.base_url()))
         .json(&spec)
         .send()
         .await
