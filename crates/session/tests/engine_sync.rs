@@ -276,3 +276,46 @@ async fn server_wins_and_client_wins_settle_a_conflict_as_they_document() {
         b.engine.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_abandons_the_operation_in_flight_and_nothing_is_lost() {
+    let server = server().await;
+    let a = Device::start(&server, "shutdown").await;
+    wait_quiet(&a).await;
+    arm(
+        &server,
+        serde_json::json!({"operation": "records/modify", "delayMs": 2000}),
+    )
+    .await;
+    a.engine
+        .save(note("n1", "in flight at shutdown"))
+        .await
+        .unwrap();
+    wait_for(&a, "the send in flight", |d| d.in_flight.is_some()).await;
+    a.engine.shutdown().await;
+
+    // The same store file, a new engine: the change is still pending (or confirmed, if the
+    // server applied it), and it reaches the server exactly once.
+    let path = a.dir.path().join("device.redb");
+    let engine = skysync_session::Engine::builder(&path)
+        .dev_server(server.base_url(), "shutdown")
+        .unwrap()
+        .throttle(fast_throttle())
+        .session(session_config())
+        .build()
+        .await
+        .unwrap();
+    let again = Device {
+        dir: a.dir,
+        engine,
+        token: "shutdown".into(),
+    };
+    wait_quiet(&again).await;
+    let on_server = server_records(&server, "shutdown").await;
+    assert_eq!(on_server.len(), 1);
+    assert_eq!(
+        text(&on_server["n1"], "title").as_deref(),
+        Some("in flight at shutdown")
+    );
+    again.engine.shutdown().await;
+}
