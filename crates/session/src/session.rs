@@ -515,7 +515,20 @@ impl SessionState {
             return Some(Operation::FetchZone { zone, token });
         }
         match self.c.queue.next_batch_within(self.limits).await {
-            Ok(batch) if !batch.is_empty() => Some(Operation::Send(batch)),
+            Ok(batch) if !batch.is_empty() => {
+                if let Some(zone) = batch
+                    .zone()
+                    .filter(|z| self.meta.deleted_remotely.contains(z))
+                {
+                    // The app wrote to a zone the user deleted: it wants the zone again. It is
+                    // created anew (the old data stays gone) before anything is sent to it.
+                    let zone = zone.clone();
+                    self.update_meta(SyncMetadataChange::ZoneWanted(zone.clone()))
+                        .await;
+                    return Some(Operation::EnsureZones(vec![zone]));
+                }
+                Some(Operation::Send(batch))
+            }
             _ => None,
         }
     }

@@ -214,6 +214,11 @@ async fn a_zone_the_user_deleted_is_removed_locally_and_never_re_uploaded() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(server_records(&server, "zone-deleted").await.is_empty());
     assert_eq!(a.diagnostics().await.status, Status::Halted);
+    // Writing to the zone again is the app wanting it again: created anew, no old data, no loop.
+    b.engine.save(note("fresh", "new life")).await.unwrap();
+    wait_quiet(&b).await;
+    let on_server = server_records(&server, "zone-deleted").await;
+    assert_eq!(on_server.keys().collect::<Vec<_>>(), ["fresh"]);
     a.engine.shutdown().await;
     b.engine.shutdown().await;
 }

@@ -319,3 +319,39 @@ async fn shutdown_abandons_the_operation_in_flight_and_nothing_is_lost() {
     );
     again.engine.shutdown().await;
 }
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Contact {
+    name: String,
+    age: i64,
+    favourite: bool,
+    nickname: Option<String>,
+}
+
+impl skysync_model::RecordType for Contact {
+    const RECORD_TYPE: &'static str = "Contact";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_struct_is_saved_synced_and_read_back_on_another_device() {
+    let server = server().await;
+    let a = Device::start(&server, "typed").await;
+    let b = Device::start(&server, "typed").await;
+    let ada = Contact {
+        name: "Ada".into(),
+        age: 36,
+        favourite: true,
+        nickname: None,
+    };
+    a.engine.save_typed(id("ada"), &ada).await.unwrap();
+    wait_quiet(&a).await;
+    wait_for(&b, "ada", |d| d.tagged_records == 1).await;
+    let on_b: Contact = b.engine.get_typed(id("ada")).await.unwrap().unwrap();
+    assert_eq!(on_b, ada);
+    // A record of another type is a typed error naming the mismatch, not a panic.
+    a.engine.save(note("n1", "x")).await.unwrap();
+    let err = a.engine.get_typed::<Contact>(id("n1")).await.unwrap_err();
+    assert!(err.to_string().contains("Note"), "{err}");
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}

@@ -273,6 +273,9 @@ pub enum SyncMetadataChange {
     NewAccount(String),
     /// What the throttle learned, and its pending `retryAfter` deadline.
     Pacing(PacingMemory),
+    /// The app wrote to a zone that was deleted remotely: it is wanted again (created anew and
+    /// synced; the old data stays gone).
+    ZoneWanted(ZoneId),
 }
 
 impl SyncMetadataChange {
@@ -297,6 +300,9 @@ impl SyncMetadataChange {
                 };
             }
             SyncMetadataChange::Pacing(pacing) => meta.pacing = *pacing,
+            SyncMetadataChange::ZoneWanted(zone) => {
+                meta.deleted_remotely.remove(zone);
+            }
         }
     }
 }
