@@ -284,7 +284,7 @@ impl Metrics {
             name: names::LOOP_EVENT,
             Level::WARN,
             { names::OP_KIND } = kind,
-            { names::LOOP_FAILURES } = report.failures,
+            { names::LOOP_FAILURES } = i64::from(report.failures),
             { names::LOOP_WINDOW_MS } = millis(report.window),
             "{}",
             names::LOOP_EVENT
@@ -292,7 +292,8 @@ impl Metrics {
     }
 }
 
-/// A duration in whole milliseconds, saturating (a `u64` of milliseconds is 584 million years).
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// A duration in whole milliseconds, saturating, as `i64`: tracing-opentelemetry exports an
+/// `i64` field as a number but a `u64` one as a string.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -22,15 +22,17 @@ pub struct OpAttributes<'a> {
 /// A new [`names::OP_SPAN`] span (level INFO, target `skysync`) with the operation's attributes
 /// and an empty [`names::OUTCOME`] to fill with [`record_outcome`]. Enter it (or `.instrument` the
 /// operation's future with it) so that the retry, wait and halt events of the operation land on it.
+///
+/// Numbers are recorded as `i64`: tracing-opentelemetry exports a `u64` field as a string.
 pub fn op_span(op: OpAttributes<'_>) -> Span {
     let span = tracing::info_span!(
         target: "skysync",
         names::OP_SPAN,
         { names::OP_KIND } = op.kind,
         { names::ZONE } = tracing::field::Empty,
-        { names::BATCH_SIZE } = op.batch_size,
-        { names::ATTEMPT } = op.attempt,
-        { names::BATCH_ID } = op.batch_id,
+        { names::BATCH_SIZE } = i64::try_from(op.batch_size).unwrap_or(i64::MAX),
+        { names::ATTEMPT } = i64::from(op.attempt),
+        { names::BATCH_ID } = i64::try_from(op.batch_id).unwrap_or(i64::MAX),
         { names::OUTCOME } = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
