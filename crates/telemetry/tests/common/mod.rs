@@ -160,16 +160,16 @@ pub fn histogram(rm: &ResourceMetrics, name: &str, want: &[(&str, &str)]) -> (u6
 /// The last value of a gauge (u64 or f64, as f64), if it was recorded.
 pub fn gauge(rm: &ResourceMetrics, name: &str) -> Option<f64> {
     for sm in rm.scope_metrics() {
-        for m in sm.metrics().filter(|m| m.name() == name) {
-            match m.data() {
+        if let Some(m) = sm.metrics().find(|m| m.name() == name) {
+            return match m.data() {
                 AggregatedMetrics::U64(MetricData::Gauge(g)) => {
-                    return g.data_points().last().map(|dp| dp.value() as f64);
+                    g.data_points().last().map(|dp| dp.value() as f64)
                 }
                 AggregatedMetrics::F64(MetricData::Gauge(g)) => {
-                    return g.data_points().last().map(|dp| dp.value());
+                    g.data_points().last().map(|dp| dp.value())
                 }
                 other => panic!("{name} is not a gauge: {other:?}"),
-            }
+            };
         }
     }
     None
