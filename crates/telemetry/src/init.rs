@@ -195,18 +195,19 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
         .with(otel_layer)
         .try_init();
 
-    if let (Some(tracer), Some(meter)) = (&tracer_provider, &meter_provider) {
-        opentelemetry::global::set_tracer_provider(tracer.clone());
-        opentelemetry::global::set_meter_provider(meter.clone());
-    }
     let guard = TelemetryGuard {
         tracer_provider,
         meter_provider,
     };
-    match installed {
-        Ok(()) => Ok(guard),
-        Err(_) => Err(TelemetryError::SubscriberAlreadySet),
+    if installed.is_err() {
+        // The guard drops here and shuts its exporters down; the app's globals stay as they were.
+        return Err(TelemetryError::SubscriberAlreadySet);
     }
+    if let (Some(tracer), Some(meter)) = (&guard.tracer_provider, &guard.meter_provider) {
+        opentelemetry::global::set_tracer_provider(tracer.clone());
+        opentelemetry::global::set_meter_provider(meter.clone());
+    }
+    Ok(guard)
 }
 
 /// Where the OTLP exporters send to.
@@ -276,4 +277,35 @@ fn exporters(
         .with_resource(resource)
         .build();
     Ok((tracer_provider, meter_provider))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_bad_filter_is_refused_before_anything_is_installed() {
+        let error = init(TelemetryConfig {
+            log_filter: Some("skysync=[".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(error, TelemetryError::InvalidFilter { ref filter, .. } if filter == "skysync=["),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn signal_paths_go_under_the_base_url() {
+        assert_eq!(
+            signal_url("http://127.0.0.1:4318/", "/v1/traces"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            signal_url("http://collector:4318", "/v1/metrics"),
+            "http://collector:4318/v1/metrics"
+        );
+    }
 }
