@@ -251,9 +251,11 @@ impl EngineBuilder {
 /// Tells the session when the supervisor gives up on a component (the engine halts).
 fn watch_supervisor(supervisor: &SupervisorHandle, session: ActorRef<SessionMsg>) {
     let mut events = supervisor.subscribe();
+    let metrics = skysync_telemetry::Metrics::new();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
+                Ok(SupervisorEvent::Restarting { child, .. }) => metrics.restart(child),
                 Ok(SupervisorEvent::GaveUp { child, reason }) => {
                     let message = SessionMsg::ComponentFailed {
                         component: child.to_owned(),

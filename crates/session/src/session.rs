@@ -22,6 +22,8 @@ use skysync_store::{
     ConfirmedChange, DatabaseChanges, FetchedPage, ResolveOutcome, ResolvedConflict, StoreHandle,
     SyncMetadata, SyncMetadataChange,
 };
+use skysync_telemetry::names::values as labels;
+use skysync_telemetry::{LoopDetector, Metrics, OpAttributes, op_span, record_outcome};
 use skysync_throttle::{OperationId, Outcome, Permit, RetryVerdict, ThrottleHandle, WaitCause};
 use skysync_transport::{
     DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, RequestError, TransportHandle,
@@ -31,6 +33,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The five components the session drives, each behind its restartable handle.
 #[derive(Clone, Debug)]
@@ -205,6 +208,8 @@ struct InFlight {
     summary: OperationSummary,
     waiting: bool,
     task: tokio::task::JoinHandle<()>,
+    span: tracing::Span,
+    started: Instant,
 }
 
 /// The session actor's state.
@@ -241,6 +246,12 @@ pub struct SessionState {
     liveness_violations: u64,
     /// After a component did not answer: nothing is dispatched until the timer fires.
     local_hold: bool,
+    /// Every retry, wait, halt, park and resolution, as metrics and events.
+    metrics: Metrics,
+    /// Operations that keep failing, reported before they exhaust.
+    loops: LoopDetector<String>,
+    /// Attempts of the same operation (by its retry key), for the op span.
+    attempts: HashMap<String, u32>,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -291,6 +302,9 @@ impl Actor for SessionActor {
             notifications_started: false,
             liveness_violations: 0,
             local_hold: false,
+            metrics: Metrics::new(),
+            loops: LoopDetector::new(3, Duration::from_secs(600)),
+            attempts: HashMap::new(),
         };
         state.step(&myself).await;
         Ok(state)
@@ -342,6 +356,7 @@ impl Actor for SessionActor {
                 state.fetch_wanted = true;
                 // A resume is a fresh start for every operation's count.
                 let _ = state.c.throttle.clear_retries().await;
+                state.metrics.resumed();
                 let _ = reply.send(());
             }
             SessionMsg::Diagnostics(reply) => {
@@ -384,13 +399,18 @@ impl Actor for SessionActor {
                     return Ok(());
                 }
             }
-            SessionMsg::Waiting { id, .. } => {
+            SessionMsg::Waiting { id, until, cause } => {
                 if let Some(in_flight) = state
                     .in_flight
                     .as_mut()
                     .filter(|f| f.summary.batch_id == id)
                 {
                     in_flight.waiting = true;
+                    let wait = until.saturating_duration_since(Instant::now());
+                    let span = in_flight.span.clone();
+                    let _entered = span.enter();
+                    state.metrics.wait(wait_cause(cause), wait);
+                    drop(_entered);
                     state.publish_status();
                 }
                 return Ok(());
@@ -541,21 +561,41 @@ impl SessionState {
             size: op.size(),
             batch_id: self.next_id,
         };
-        tracing::debug!(kind = %summary.kind, batch_id = summary.batch_id, size = summary.size, "operation dispatched");
-        let task = tokio::spawn(run(
-            myself.clone(),
-            self.c.throttle.clone(),
-            self.c.transport.clone(),
-            self.config.subscription_prefix.clone(),
-            op.clone(),
-            summary.batch_id,
-        ));
+        let attempt = {
+            let count = self
+                .attempts
+                .entry(op.retry_key().as_str().to_owned())
+                .or_insert(0);
+            *count += 1;
+            *count
+        };
+        let span = op_span(OpAttributes {
+            kind: summary.kind.as_str(),
+            zone: summary.zone.as_ref().map(|z| z.zone_name.as_str()),
+            batch_size: summary.size,
+            attempt,
+            batch_id: summary.batch_id,
+        });
+        tracing::debug!(parent: &span, "operation dispatched");
+        let task = tokio::spawn(
+            run(
+                myself.clone(),
+                self.c.throttle.clone(),
+                self.c.transport.clone(),
+                self.config.subscription_prefix.clone(),
+                op.clone(),
+                summary.batch_id,
+            )
+            .instrument(span.clone()),
+        );
         self.timer = None;
         self.in_flight = Some(InFlight {
             op,
             summary,
             waiting: false,
             task,
+            span,
+            started: Instant::now(),
         });
     }
 
@@ -566,11 +606,23 @@ impl SessionState {
         in_flight: InFlight,
         result: Result<Answer, RequestError>,
     ) {
-        let InFlight { op, summary, .. } = in_flight;
+        let InFlight {
+            op,
+            summary,
+            span,
+            started,
+            ..
+        } = in_flight;
+        let _entered = span.enter();
         let key = op.retry_key();
+        let kind = summary.kind.as_str();
+        let elapsed = started.elapsed();
         let answer = match result {
             Ok(answer) => answer,
             Err(RequestError::Local(error)) => {
+                record_outcome(&span, labels::outcome::LOCAL_FAILURE);
+                self.metrics
+                    .op_finished(kind, labels::outcome::LOCAL_FAILURE, elapsed);
                 // Not a cloud failure: not counted, not a rate signal. Redo after a pause.
                 tracing::warn!(%error, kind = %summary.kind, "a component did not answer; redoing the operation");
                 self.last_completed = Some((summary, false));
@@ -582,6 +634,13 @@ impl SessionState {
             Err(RequestError::Cloud(error)) => {
                 self.last_completed = Some((summary, false));
                 self.on_request_failed(myself, &op, &key, error).await;
+                let outcome = if self.halt.is_some() {
+                    labels::outcome::HALTED
+                } else {
+                    labels::outcome::RETRY
+                };
+                record_outcome(&span, outcome);
+                self.metrics.op_finished(kind, outcome, elapsed);
                 return;
             }
         };
@@ -590,9 +649,19 @@ impl SessionState {
         }
         let succeeded = self.apply(myself, &op, answer).await;
         if succeeded {
-            let _ = self.c.throttle.report(key, Outcome::Success).await;
+            let _ = self.c.throttle.report(key.clone(), Outcome::Success).await;
+            self.attempts.remove(key.as_str());
+            self.loops.record_success(&key.as_str().to_owned());
         }
+        let outcome = if succeeded {
+            labels::outcome::OK
+        } else {
+            labels::outcome::HALTED
+        };
+        record_outcome(&span, outcome);
+        self.metrics.op_finished(kind, outcome, elapsed);
         self.last_completed = Some((summary, succeeded));
+        self.record_gauges().await;
     }
 
     /// DESIGN's error table for a failed request.
@@ -608,6 +677,15 @@ impl SessionState {
         match class {
             ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Offline => {
                 self.offline = class == ErrorClass::Offline;
+                let kind = op.kind().as_str();
+                self.metrics
+                    .retry(kind, error_class(class), error.retry_after());
+                if let Some(report) = self
+                    .loops
+                    .record_failure(key.as_str().to_owned(), Instant::now().into_std())
+                {
+                    self.metrics.loop_detected(kind, &report);
+                }
                 if let Some(outcome) = Outcome::from_cloud_error(&error)
                     && let Ok(RetryVerdict::Exhausted {
                         failures,
@@ -805,6 +883,8 @@ impl SessionState {
                 return false;
             }
         };
+        self.metrics
+            .records_received(u64::try_from(outcome.applied + outcome.removed).unwrap_or(u64::MAX));
         let _ = self.events.send(SyncEvent::Fetched {
             zone: zone.clone(),
             changed: outcome.applied,
@@ -916,6 +996,8 @@ impl SessionState {
         }
         // A send that went through restores the full batch size.
         self.limits = self.config.batch_limits;
+        self.metrics
+            .records_sent(u64::try_from(saved + deleted).unwrap_or(u64::MAX));
         if let Some(zone) = zone {
             let _ = self.events.send(SyncEvent::Sent {
                 zone,
@@ -947,6 +1029,12 @@ impl SessionState {
                     self.c.queue.park(id.clone(), seq, reason.clone()).await,
                     Ok(true)
                 ) {
+                    self.metrics
+                        .parked(if error.class() == ErrorClass::TooLarge {
+                            labels::park_reason::TOO_LARGE
+                        } else {
+                            labels::park_reason::REJECTED
+                        });
                     let _ = self.events.send(SyncEvent::ChangeParked { id, reason });
                 }
             }
@@ -970,6 +1058,7 @@ impl SessionState {
                     .await,
                 Ok(true)
             ) {
+                self.metrics.parked(labels::park_reason::TOO_LARGE);
                 let _ = self.events.send(SyncEvent::ChangeParked {
                     id: change.record_id().clone(),
                     reason: reason.to_owned(),
@@ -1016,6 +1105,7 @@ impl SessionState {
                 })
                 .await;
             if let Ok(ResolveOutcome::Committed { .. }) = committed {
+                self.metrics.conflict_resolved(kind);
                 let _ = self.events.send(SyncEvent::ConflictResolved {
                     id,
                     resolution: kind,
@@ -1106,9 +1196,27 @@ impl SessionState {
 
     fn halt(&mut self, reason: HaltReason) {
         tracing::warn!(reason = %reason, "sync halted");
+        self.metrics.halt(reason.kind());
         let halt = Halt { reason };
         let _ = self.events.send(SyncEvent::Halted(halt.clone()));
         self.halt = Some(halt);
+    }
+
+    /// The gauges: queue depth, open conflicts, the throttle's rate and ceiling.
+    async fn record_gauges(&self) {
+        if let Ok(depth) = self.c.queue.depth().await {
+            self.metrics.queue_depth(depth.pending);
+        }
+        if let Ok(open) = self.c.store.open_conflicts(None, usize::MAX).await {
+            self.metrics
+                .open_conflicts(u64::try_from(open.len()).unwrap_or(u64::MAX));
+        }
+        if let Ok(throttle) = self.c.throttle.diagnostics().await {
+            self.metrics.throttle_rate(throttle.rate);
+            if let Some(ceiling) = throttle.ceiling {
+                self.metrics.throttle_ceiling(ceiling);
+            }
+        }
     }
 
     async fn update_meta(&mut self, change: SyncMetadataChange) {
@@ -1300,6 +1408,34 @@ fn forward_notifications(mut signals: ZoneNotifications, session: ActorRef<Sessi
             }
         }
     });
+}
+
+/// The label of an error class.
+fn error_class(class: ErrorClass) -> &'static str {
+    use labels::error_class as c;
+    match class {
+        ErrorClass::Throttled => c::THROTTLED,
+        ErrorClass::Transient => c::TRANSIENT,
+        ErrorClass::Offline => c::OFFLINE,
+        ErrorClass::TooLarge => c::TOO_LARGE,
+        ErrorClass::Conflict => c::CONFLICT,
+        ErrorClass::ZoneGone => c::ZONE_GONE,
+        ErrorClass::TokenExpired => c::TOKEN_EXPIRED,
+        ErrorClass::ItemRejected => c::ITEM_REJECTED,
+        ErrorClass::Fatal => c::FATAL,
+    }
+}
+
+/// The label of a throttle wait.
+fn wait_cause(cause: WaitCause) -> &'static str {
+    use labels::wait_cause as w;
+    match cause {
+        WaitCause::Pacing => w::PACING,
+        WaitCause::RetryAfter => w::RETRY_AFTER,
+        WaitCause::Backoff => w::BACKOFF,
+        WaitCause::Offline => w::OFFLINE,
+        WaitCause::Quota => w::QUOTA,
+    }
 }
 
 /// The code and reason of an error, for halts and parked changes (never tokens or values).

@@ -89,6 +89,20 @@ pub enum HaltReason {
     RemoteDataDeleted,
 }
 
+impl HaltReason {
+    /// The reason's kind in metrics and spans (`"fatal"`, `"exhausted"`, ...).
+    pub fn kind(&self) -> &'static str {
+        use skysync_telemetry::names::values::halt_reason as r;
+        match self {
+            HaltReason::Fatal { .. } => r::FATAL,
+            HaltReason::Exhausted { .. } => r::EXHAUSTED,
+            HaltReason::NewerSchema { .. } => r::NEWER_SCHEMA,
+            HaltReason::ComponentFailed { .. } => r::COMPONENT_FAILED,
+            HaltReason::RemoteDataDeleted => r::REMOTE_DATA_DELETED,
+        }
+    }
+}
+
 impl fmt::Display for HaltReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -199,9 +213,10 @@ pub enum OperationKind {
     Lookup,
 }
 
-impl fmt::Display for OperationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl OperationKind {
+    /// The kind's name in logs, spans and metrics (`"send"`, `"fetch_zone"`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
             OperationKind::CurrentUser => "current_user",
             OperationKind::EnsureZones => "ensure_zones",
             OperationKind::EnsureSubscription => "ensure_subscription",
@@ -210,7 +225,13 @@ impl fmt::Display for OperationKind {
             OperationKind::FetchZone => "fetch_zone",
             OperationKind::Send => "send",
             OperationKind::Lookup => "lookup",
-        })
+        }
+    }
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
