@@ -252,6 +252,11 @@ pub struct SessionState {
     loops: LoopDetector<String>,
     /// Attempts of the same operation (by its retry key), for the op span.
     attempts: HashMap<String, u32>,
+    /// How many times an operation was seen failing in a loop (before it exhausted).
+    loops_detected: u64,
+    /// The task that hands notifications to the session; ended when the session stops, which
+    /// closes the notification stream and ends the courier's long poll.
+    notification_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -305,6 +310,8 @@ impl Actor for SessionActor {
             metrics: Metrics::new(),
             loops: LoopDetector::new(3, Duration::from_secs(600)),
             attempts: HashMap::new(),
+            loops_detected: 0,
+            notification_task: None,
         };
         state.step(&myself).await;
         Ok(state)
@@ -317,6 +324,9 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(in_flight) = state.in_flight.take() {
             in_flight.task.abort();
+        }
+        if let Some(task) = state.notification_task.take() {
+            task.abort();
         }
         Ok(())
     }
@@ -685,6 +695,7 @@ impl SessionState {
                     .record_failure(key.as_str().to_owned(), Instant::now().into_std())
                 {
                     self.metrics.loop_detected(kind, &report);
+                    self.loops_detected += 1;
                 }
                 if let Some(outcome) = Outcome::from_cloud_error(&error)
                     && let Ok(RetryVerdict::Exhausted {
@@ -794,7 +805,7 @@ impl SessionState {
             }
             Answer::Notifications(signals) => {
                 self.notifications_started = true;
-                forward_notifications(signals, myself.clone());
+                self.notification_task = Some(forward_notifications(signals, myself.clone()));
                 true
             }
             Answer::SubscriptionEnsured(zone) => {
@@ -1301,6 +1312,7 @@ impl SessionState {
             batch_limits: self.limits,
             liveness_ok,
             liveness_violations: self.liveness_violations,
+            loops_detected: self.loops_detected,
         }
     }
 }
@@ -1393,7 +1405,10 @@ async fn run(
 /// Hands the server's zone-change notifications to the session (each asks for a fetch). The long
 /// poll behind them goes to the notification courier, not to the database API, so it is not an
 /// operation in flight.
-fn forward_notifications(mut signals: ZoneNotifications, session: ActorRef<SessionMsg>) {
+fn forward_notifications(
+    mut signals: ZoneNotifications,
+    session: ActorRef<SessionMsg>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(signal) = signals.next_signal().await {
             let Ok(signal) = signal else {
@@ -1407,7 +1422,7 @@ fn forward_notifications(mut signals: ZoneNotifications, session: ActorRef<Sessi
                 return;
             }
         }
-    });
+    })
 }
 
 /// The label of an error class.

@@ -284,4 +284,7 @@ pub struct Diagnostics {
     pub liveness_ok: bool,
     /// Steps of the session after which the rule did not hold (checked after every step).
     pub liveness_violations: u64,
+    /// How many times an operation was caught failing in a loop (more than 3 failures within 10
+    /// minutes), reported before it exhausts, also as an event and a metric.
+    pub loops_detected: u64,
 }

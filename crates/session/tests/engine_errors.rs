@@ -155,6 +155,10 @@ async fn five_failures_of_one_operation_halt_and_the_engine_resumes_after_a_cool
         )
     })
     .await;
+    assert!(
+        a.diagnostics().await.loops_detected >= 1,
+        "the loop was reported before the operation exhausted"
+    );
     // The cool-down passes and the engine resumes by itself.
     wait_quiet(&a).await;
     assert!(

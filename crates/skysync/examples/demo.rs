@@ -386,8 +386,44 @@ async fn run() -> DemoResult<bool> {
     Ok(identical && merged_ok && deleted_ok && da.liveness_ok && db.liveness_ok)
 }
 
+/// `--otlp URL`: export the demo's spans and metrics to an OTLP/HTTP endpoint.
+fn otlp_endpoint() -> Result<Option<String>, String> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => Ok(None),
+        (Some("--otlp"), Some(url)) => Ok(Some(url)),
+        _ => Err("usage: demo [--otlp URL]  (e.g. --otlp http://127.0.0.1:4318)".into()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let endpoint = match otlp_endpoint() {
+        Ok(endpoint) => endpoint,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _telemetry = match &endpoint {
+        Some(url) => match skysync_telemetry::init(skysync_telemetry::TelemetryConfig {
+            service_name: Some("skysync-demo".into()),
+            otlp_endpoint: Some(url.clone()),
+            log_filter: Some("warn".into()),
+            metric_interval: Duration::from_secs(2),
+            ..skysync_telemetry::TelemetryConfig::default()
+        }) {
+            Ok(guard) => {
+                println!("exporting spans and metrics to {url} (OTLP/HTTP)");
+                Some(guard)
+            }
+            Err(error) => {
+                eprintln!("demo: telemetry could not start: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     match run().await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {

@@ -52,7 +52,7 @@ const BENCHES: &[Bench] = &[
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("demo") => demo(),
+        Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         // By its path from this crate, so that `cargo xtask ci` works from any directory of the
         // workspace (the script moves to the workspace root itself).
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo | bench [{}]... | ci>",
+                "usage: cargo xtask <demo [--otlp URL] | bench [{}]... | ci>",
                 BENCHES.iter().map(|b| b.name).collect::<Vec<_>>().join("|")
             );
             Err("unknown task".into())
@@ -79,8 +79,11 @@ fn main() -> ExitCode {
 /// Runs the end-to-end demo (`crates/skysync/examples/demo.rs`): a dev server in-process, two
 /// devices, offline edits, a conflict, a delete, a burst of 2,000 records and an outage; it fails
 /// unless both devices and the server end with identical data.
-fn demo() -> Result<(), String> {
-    run(Command::new(env!("CARGO")).args(["run", "--quiet", "-p", "skysync", "--example", "demo"]))
+/// `--otlp URL` is passed on: the demo then exports its spans and metrics over OTLP/HTTP.
+fn demo(args: &[String]) -> Result<(), String> {
+    run(Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "-p", "skysync", "--example", "demo", "--"])
+        .args(args))
 }
 
 fn bench(selected: &[String]) -> Result<(), String> {
