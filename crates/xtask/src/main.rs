@@ -40,6 +40,14 @@ const BENCHES: &[Bench] = &[
         measures: "durable local saves: latency with one writer, throughput with 1/8/64 writers",
     },
     Bench {
+        name: "telemetry",
+        package: "skysync",
+        example: "telemetry_cost",
+        args: &[],
+        measures: "20,000 records saved and synced to an in-process dev server, telemetry off and \
+                   then exporting over OTLP/HTTP, in one run",
+    },
+    Bench {
         name: "throttle",
         package: "skysync-throttle",
         example: "simulate",
