@@ -257,6 +257,8 @@ pub struct SessionState {
     /// The task that hands notifications to the session; ended when the session stops, which
     /// closes the notification stream and ends the courier's long poll.
     notification_task: Option<tokio::task::JoinHandle<()>>,
+    /// The batch id of the operation whose answer is being applied (for its events).
+    applying: u64,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -312,6 +314,7 @@ impl Actor for SessionActor {
             attempts: HashMap::new(),
             loops_detected: 0,
             notification_task: None,
+            applying: 0,
         };
         state.step(&myself).await;
         Ok(state)
@@ -400,6 +403,7 @@ impl Actor for SessionActor {
                     {
                         // The cool-down is over: the supervisor's resume.
                         state.halt = None;
+                        state.metrics.resumed();
                         let _ = state.c.throttle.clear_retries().await;
                     }
                     if state.in_flight.is_none() && state.pending_count().await == 0 {
@@ -657,6 +661,7 @@ impl SessionState {
         if self.offline {
             self.offline = false;
         }
+        self.applying = summary.batch_id;
         let succeeded = self.apply(myself, &op, answer).await;
         if succeeded {
             let _ = self.c.throttle.report(key.clone(), Outcome::Success).await;
@@ -897,6 +902,7 @@ impl SessionState {
         self.metrics
             .records_received(u64::try_from(outcome.applied + outcome.removed).unwrap_or(u64::MAX));
         let _ = self.events.send(SyncEvent::Fetched {
+            batch_id: self.applying,
             zone: zone.clone(),
             changed: outcome.applied,
             deleted: outcome.removed,
@@ -1011,6 +1017,7 @@ impl SessionState {
             .records_sent(u64::try_from(saved + deleted).unwrap_or(u64::MAX));
         if let Some(zone) = zone {
             let _ = self.events.send(SyncEvent::Sent {
+                batch_id: self.applying,
                 zone,
                 saved,
                 deleted,

@@ -138,6 +138,8 @@ impl fmt::Display for HaltReason {
 pub enum SyncEvent {
     /// A page of a zone's changes was applied.
     Fetched {
+        /// The operation that fetched it (the id its span and diagnostics show).
+        batch_id: u64,
         /// The zone.
         zone: ZoneId,
         /// Server copies applied (records created or changed by another device).
@@ -152,6 +154,8 @@ pub enum SyncEvent {
     },
     /// Changes the server confirmed.
     Sent {
+        /// The operation that sent them (the id its span and diagnostics show).
+        batch_id: u64,
         /// The zone.
         zone: ZoneId,
         /// Records saved.

@@ -355,3 +355,42 @@ async fn a_plain_struct_is_saved_synced_and_read_back_on_another_device() {
     a.engine.shutdown().await;
     b.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_brings_another_devices_change_without_waiting_for_the_timer() {
+    let server = server().await;
+    let a = Device::start(&server, "notified").await;
+    // b fetches on its timer only once an hour: what it learns, it learns from notifications.
+    let mut hourly = session_config();
+    hourly.fetch_interval = std::time::Duration::from_secs(3600);
+    let b = Device::start_with(&server, "notified", hourly).await;
+    wait_quiet(&b).await;
+    wait_for(&b, "the notification channel", |d| {
+        d.last_completed
+            .as_ref()
+            .is_some_and(|(op, _)| op.kind != skysync_session::OperationKind::EnsureNotifications)
+            && d.in_flight.is_none()
+    })
+    .await;
+    let mut events = b.engine.events();
+    a.engine
+        .save(note("pushed", "via the courier"))
+        .await
+        .unwrap();
+    wait_quiet(&a).await;
+    wait_for(&b, "the pushed record", |d| d.tagged_records == 1).await;
+    let got = b.engine.get(id("pushed")).await.unwrap().unwrap();
+    assert_eq!(text(&got, "title").as_deref(), Some("via the courier"));
+    let mut fetched_with_id = false;
+    while let Ok(event) = events.try_recv() {
+        if let skysync_session::SyncEvent::Fetched {
+            batch_id, changed, ..
+        } = event
+        {
+            fetched_with_id |= batch_id > 0 && changed == 1;
+        }
+    }
+    assert!(fetched_with_id, "the fetch event names its operation");
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
