@@ -139,6 +139,21 @@ async fn retries_waits_a_halt_and_a_restart_are_exported_and_no_secret_is() {
         "one span per attempt"
     );
 
+    // Every HTTP request of a send is a child of its operation's span.
+    let send_ids: Vec<_> = sends.iter().map(|s| s.span_context.span_id()).collect();
+    let requests_in_sends = finished
+        .iter()
+        .filter(|s| {
+            s.name == skysync_transport::client::REQUEST_SPAN
+                && send_ids.contains(&s.parent_span_id)
+        })
+        .count() as u64;
+    assert_eq!(
+        requests_in_sends,
+        K_TRANSIENT + J_THROTTLED + 1,
+        "one request span under each send attempt"
+    );
+
     let exported = metrics_out.get_finished_metrics().unwrap();
     let latest = exported.last().unwrap();
     assert_eq!(

@@ -25,8 +25,9 @@ pub const DEFAULT_SERVICE_NAME: &str = "skysync";
 /// The log filter when neither the config nor `RUST_LOG` gives one.
 pub const DEFAULT_LOG_FILTER: &str = "info";
 /// What is exported as spans and span events unless the config says otherwise: skysync down to
-/// DEBUG (so every wait is on its operation's span), everything else from INFO.
-pub const DEFAULT_EXPORT_FILTER: &str = "info,skysync=debug";
+/// DEBUG (so every wait is on its operation's span, and every HTTP request is a child of it),
+/// everything else from INFO.
+pub const DEFAULT_EXPORT_FILTER: &str = "info,skysync=debug,skysync_transport=debug";
 
 /// What [`init`] sets up.
 #[derive(Clone, Debug)]

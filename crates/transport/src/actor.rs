@@ -28,6 +28,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument as _;
 
 /// How often a request's task checks whether its caller still waits for the answer.
 const CALLER_CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -67,6 +68,10 @@ pub enum TransportMessage {
     CurrentUser(RpcReplyPort<Result<UserIdentity, CloudError>>),
     /// [`CloudDatabase::notifications`].
     Notifications(RpcReplyPort<Result<ZoneNotifications, CloudError>>),
+    /// A request made inside the caller's span (an operation's `skysync.op` span): the request's
+    /// own span ([`crate::client::REQUEST_SPAN`]) becomes a child of it. [`TransportHandle`]
+    /// sends every request this way.
+    InSpan(tracing::Span, Box<TransportMessage>),
 }
 
 /// The actor that serves [`TransportMessage`]s with a [`CloudDatabase`]. Spawn it through
@@ -118,41 +123,83 @@ impl<D: CloudDatabase> Actor for TransportActor<D> {
         while state.in_flight.try_join_next().is_some() {}
         let db = Arc::clone(&state.database);
         let tasks = &mut state.in_flight;
+        let (span, message) = match message {
+            TransportMessage::InSpan(span, inner) => (span, *inner),
+            other => (tracing::Span::none(), other),
+        };
         match message {
             TransportMessage::ModifyRecords(batch, reply) => {
-                tasks.spawn(answer(reply, async move { db.modify_records(batch).await }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.modify_records(batch).await }),
+                );
             }
             TransportMessage::LookupRecords(zone, names, reply) => {
-                tasks.spawn(answer(reply, async move {
-                    db.lookup_records(zone, names).await
-                }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.lookup_records(zone, names).await }),
+                );
             }
             TransportMessage::FetchZoneChanges(zone, since, reply) => {
-                tasks.spawn(answer(reply, async move {
-                    db.fetch_zone_changes(zone, since).await
-                }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(
+                        reply,
+                        async move { db.fetch_zone_changes(zone, since).await },
+                    ),
+                );
             }
             TransportMessage::FetchDatabaseChanges(since, reply) => {
-                tasks.spawn(answer(reply, async move {
-                    db.fetch_database_changes(since).await
-                }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.fetch_database_changes(since).await }),
+                );
             }
             TransportMessage::EnsureZones(zones, reply) => {
-                tasks.spawn(answer(reply, async move { db.ensure_zones(zones).await }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.ensure_zones(zones).await }),
+                );
             }
             TransportMessage::DeleteZones(zones, reply) => {
-                tasks.spawn(answer(reply, async move { db.delete_zones(zones).await }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.delete_zones(zones).await }),
+                );
             }
             TransportMessage::EnsureSubscription(subscription, reply) => {
-                tasks.spawn(answer(reply, async move {
-                    db.ensure_subscription(subscription).await
-                }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(
+                        reply,
+                        async move { db.ensure_subscription(subscription).await },
+                    ),
+                );
             }
             TransportMessage::CurrentUser(reply) => {
-                tasks.spawn(answer(reply, async move { db.current_user().await }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.current_user().await }),
+                );
             }
             TransportMessage::Notifications(reply) => {
-                tasks.spawn(answer(reply, async move { db.notifications().await }));
+                spawn_in(
+                    tasks,
+                    span,
+                    answer(reply, async move { db.notifications().await }),
+                );
+            }
+            // Unwrapped above; a span inside a span is refused rather than recursed into.
+            TransportMessage::InSpan(..) => {
+                tracing::warn!("a transport request nested in two spans was dropped");
             }
         }
         Ok(())
@@ -167,6 +214,15 @@ impl<D: CloudDatabase> Actor for TransportActor<D> {
         state.in_flight.abort_all();
         Ok(())
     }
+}
+
+/// Runs a request's task inside the span it was made in.
+fn spawn_in(
+    tasks: &mut JoinSet<()>,
+    span: tracing::Span,
+    work: impl Future<Output = ()> + Send + 'static,
+) {
+    tasks.spawn(work.instrument(span));
 }
 
 /// Runs `work` and sends its result, unless the caller stops waiting first: then the work is
@@ -312,9 +368,12 @@ impl TransportHandle {
         operation: &'static str,
         build: impl FnOnce(RpcReplyPort<Result<T, CloudError>>) -> TransportMessage,
     ) -> Result<T, RequestError> {
+        // The request runs inside the caller's span (an operation's), whatever task it runs on.
+        let span = tracing::Span::current();
+        let traced = move |reply| TransportMessage::InSpan(span, Box::new(build(reply)));
         Ok(self
             .mailbox
-            .call(operation, self.options.call_timeout, build)
+            .call(operation, self.options.call_timeout, traced)
             .await??)
     }
 
