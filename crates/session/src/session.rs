@@ -235,8 +235,7 @@ pub struct SessionState {
     /// Full refetches in progress after an expired token: the records seen so far, per zone.
     refetch_seen: HashMap<ZoneId, BTreeSet<RecordId>>,
     shutting_down: bool,
-    /// Set while the app's remote data is being deleted.
-    remote_deleted: bool,
+
     /// Whether this process has asked who is signed in (once per start: the account may change
     /// while the app is not running).
     account_checked: bool,
@@ -304,7 +303,7 @@ impl Actor for SessionActor {
             timer_generation: 0,
             refetch_seen: HashMap::new(),
             shutting_down: false,
-            remote_deleted: false,
+
             account_checked: false,
             notifications_started: false,
             liveness_violations: 0,
@@ -1206,7 +1205,7 @@ impl SessionState {
             })
             .await
             .map_err(|e| e.to_string())?;
-        self.remote_deleted = true;
+
         self.halt(HaltReason::RemoteDataDeleted);
         self.reload_meta().await;
         Ok(())
