@@ -115,7 +115,11 @@ pub async fn run(args: SyncArgs) -> Result<(), CliError> {
         .dev_server(args.server.clone(), args.token.clone())
         .map_err(engine_error)?
         .zones(zones.clone())
-        .session(SessionConfig::new(zones));
+        .session(SessionConfig {
+            // A one-shot run polls; it needs no push notifications.
+            notifications: false,
+            ..SessionConfig::new(zones)
+        });
     let mut events = builder.events();
     let engine = builder.build().await.map_err(|e| match e {
         skysync_session::EngineError::Store(source) => CliError::store(&args.store, source),
