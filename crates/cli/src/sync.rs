@@ -6,6 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use skysync_model::ZoneId;
 use skysync_session::{Diagnostics, Engine, OperationKind, SessionConfig, Status, SyncEvent};
+use skysync_transport::{Auth, CloudKitClient, Environment};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -26,6 +27,15 @@ pub struct SyncArgs {
     /// The web auth token to sign in with.
     #[arg(long)]
     token: String,
+    /// The CloudKit container identifier (a dev server accepts any).
+    #[arg(long, default_value = "iCloud.dev.skysync")]
+    container: String,
+    /// The API token sent as `ckAPIToken` (a dev server started with `--api-token` checks it).
+    #[arg(long, default_value = "dev-api-token")]
+    api_token: String,
+    /// The container environment.
+    #[arg(long, value_enum, default_value = "development")]
+    environment: EnvironmentName,
     /// A zone to sync; repeat for more.
     #[arg(long = "zone", required = true)]
     zones: Vec<String>,
@@ -38,6 +48,15 @@ pub struct SyncArgs {
     /// Print the final diagnostics as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The container environments `--environment` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum EnvironmentName {
+    /// The schema can still change.
+    Development,
+    /// The deployed schema.
+    Production,
 }
 
 /// The diagnostics `sync` prints when it stops.
@@ -111,9 +130,22 @@ pub async fn run(args: SyncArgs) -> Result<(), CliError> {
     let engine_error = |e: skysync_session::EngineError| CliError::Engine {
         detail: e.to_string(),
     };
+    let environment = match args.environment {
+        EnvironmentName::Development => Environment::Development,
+        EnvironmentName::Production => Environment::Production,
+    };
+    let client = CloudKitClient::builder(
+        args.container.clone(),
+        Auth::web(args.api_token.clone(), args.token.clone()),
+    )
+    .base_url(args.server.clone())
+    .environment(environment)
+    .build()
+    .map_err(|e| CliError::Engine {
+        detail: e.to_string(),
+    })?;
     let builder = Engine::builder(&args.store)
-        .dev_server(args.server.clone(), args.token.clone())
-        .map_err(engine_error)?
+        .cloudkit(client)
         .zones(zones.clone())
         .session(SessionConfig {
             // A one-shot run polls; it needs no push notifications.

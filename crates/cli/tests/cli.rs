@@ -479,6 +479,23 @@ fn sync_stops_on_a_halt_with_its_reason() {
     assert!(stderr.contains("sync halted"), "{stderr}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("outcome: halted"), "{stdout}");
+
+    // With the token the server wants (a CloudKit flag), the same store syncs.
+    let mut args = sync_args(&store, &server.url, "60");
+    args.extend(["--api-token", "not-the-engines-token", "--json"]);
+    let synced = json(&args);
+    assert_eq!(synced["outcome"], "idle");
+    assert_eq!(synced["pending"], 0);
+}
+
+#[test]
+fn sync_refuses_a_server_that_is_not_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "a.redb");
+    fails(
+        &sync_args(&store, "not a url", "5"),
+        &["sync failed", "check --server"],
+    );
 }
 
 #[test]
