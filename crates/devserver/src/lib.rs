@@ -111,6 +111,7 @@
 
 pub mod auth;
 mod changes;
+pub mod command_line;
 mod courier;
 pub mod dev_view;
 mod error;

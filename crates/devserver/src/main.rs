@@ -11,55 +11,11 @@
 //! Logs go to stderr (`RUST_LOG` filters them; default `info`).
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use skysync_devserver::s2s::read_key_argument;
-use skysync_devserver::throttle_profile::ThrottleProfile;
-use skysync_devserver::time_scale::TimeScale;
+use skysync_devserver::command_line::ServerArgs as Args;
 use skysync_devserver::{DevServer, DevServerError, ServerConfig};
-
-/// A CloudKit Web Services-compatible server for skysync's tests, demos and local development.
-#[derive(Debug, Parser)]
-#[command(name = "skysync-devserver", version)]
-struct Args {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:8787")]
-    listen: SocketAddr,
-    /// Keep data in DIR (a redb file); without it everything is kept in memory.
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
-    /// Allow N requests per second per user, answering 429 THROTTLED beyond.
-    #[arg(long, value_name = "N")]
-    rate_limit: Option<u32>,
-    /// Accept server-to-server requests signed with this key: KEY_ID=PEM or KEY_ID=@path/to/key.pem.
-    #[arg(long = "s2s-key", value_name = "KEY_ID=PUBLIC_KEY_PEM")]
-    s2s_keys: Vec<String>,
-    /// Require this API token as `ckAPIToken`.
-    #[arg(long, value_name = "TOKEN")]
-    api_token: Option<String>,
-    /// Throttle each user's database as CloudKit does: `cloudkit` sustains about one
-    /// records/modify per 10-15 s with a burst of 3, answers 429/503 with a retryAfter of 10-80 s,
-    /// and locks out for growing periods a client that comes back before its retryAfter.
-    #[arg(long, value_enum, value_name = "PROFILE")]
-    throttle_profile: Option<ProfileName>,
-    /// Run every server-side duration F times faster than real time (throttle profile, rate
-    /// limit, fault delays, courier timeouts); retryAfter is told in real seconds.
-    #[arg(long, value_name = "F", default_value_t = 1.0)]
-    time_scale: f64,
-    /// Seed the throttle profile's random draws, so that a run can be repeated.
-    #[arg(long, value_name = "N", requires = "throttle_profile")]
-    seed: Option<u64>,
-}
-
-/// The throttle profiles `--throttle-profile` names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ProfileName {
-    /// CloudKit's throttling as field reports describe it (`ThrottleProfile::cloudkit`).
-    Cloudkit,
-}
 
 async fn stop_signal() {
     #[cfg(unix)]
@@ -82,26 +38,6 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// The server configuration the arguments ask for (`s2s_keys` already read).
-fn config(args: Args, s2s_keys: Vec<(String, String)>) -> Result<ServerConfig, DevServerError> {
-    let throttle_profile = args
-        .throttle_profile
-        .map(|ProfileName::Cloudkit| ThrottleProfile {
-            seed: args.seed.unwrap_or_default(),
-            ..ThrottleProfile::cloudkit()
-        });
-    Ok(ServerConfig {
-        listen: args.listen,
-        data_dir: args.data,
-        rate_limit: args.rate_limit,
-        s2s_keys,
-        api_token: args.api_token,
-        throttle_profile,
-        time_scale: TimeScale::new(args.time_scale)?,
-        ..ServerConfig::default()
-    })
 }
 
 async fn run(config: ServerConfig) -> Result<(), DevServerError> {
@@ -132,17 +68,11 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     // Key files are read here, before the runtime starts, so no async thread waits on the disk.
-    let result = args
-        .s2s_keys
-        .iter()
-        .map(|value| read_key_argument(value))
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|s2s_keys| config(args, s2s_keys))
-        .and_then(|config| {
-            tokio::runtime::Runtime::new()
-                .map_err(DevServerError::Serve)?
-                .block_on(run(config))
-        });
+    let result = args.into_config().and_then(|config| {
+        tokio::runtime::Runtime::new()
+            .map_err(DevServerError::Serve)?
+            .block_on(run(config))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -156,6 +86,10 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skysync_devserver::s2s::read_key_argument;
+    use skysync_devserver::throttle_profile::ThrottleProfile;
+    use skysync_devserver::time_scale::TimeScale;
+    use std::net::SocketAddr;
 
     #[test]
     fn an_s2s_key_is_given_inline_or_read_from_a_file() {
@@ -215,7 +149,7 @@ mod tests {
             "42",
         ])
         .unwrap();
-        let config = config(args, Vec::new()).unwrap();
+        let config = args.into_config().unwrap();
         assert_eq!(
             config.throttle_profile,
             Some(ThrottleProfile {
@@ -246,6 +180,6 @@ mod tests {
     }
 
     fn config_of(argv: &[&str]) -> Result<ServerConfig, DevServerError> {
-        config(Args::try_parse_from(argv).unwrap(), Vec::new())
+        Args::try_parse_from(argv).unwrap().into_config()
     }
 }
