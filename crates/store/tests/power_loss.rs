@@ -236,9 +236,12 @@ async fn saves_the_store_actor_acknowledged_survive_power_loss() {
         .await
         .unwrap();
         disk.cut_power_at(disk.operations() + rng.random_range(1..=200));
-        let (store, _) = StoreHandle::spawn(file, StoreConfig::default())
-            .await
-            .unwrap();
+        // A store whose writer failed is not restarted here (no supervisor): calls after the cut
+        // wait for a new actor only this long before they are refused.
+        let config = StoreConfig {
+            call_timeout: std::time::Duration::from_secs(1),
+        };
+        let (store, _) = StoreHandle::spawn(file, config).await.unwrap();
         let mut writers = Vec::new();
         for (w, name) in NAMES.iter().enumerate() {
             let store = store.clone();
