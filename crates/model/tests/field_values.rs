@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{finite, reference};
+
 use proptest::prelude::*;
 use serde_json::json;
 use skysync_model::wire::WireField;
-use skysync_model::{
-    Asset, Field, FieldType, FieldValue, Location, ModelError, Reference, ReferenceAction, ZoneId,
-    codec,
-};
+use skysync_model::{Asset, Field, FieldType, FieldValue, Location, ModelError, codec};
 
 fn wire(value: serde_json::Value, ty: Option<&str>) -> WireField {
     WireField {
@@ -17,27 +18,6 @@ fn wire(value: serde_json::Value, ty: Option<&str>) -> WireField {
         field_type: ty.map(str::to_owned),
         is_encrypted: None,
     }
-}
-
-fn finite() -> impl Strategy<Value = f64> {
-    prop::num::f64::NORMAL | prop::num::f64::ZERO | prop::num::f64::SUBNORMAL
-}
-
-fn reference() -> impl Strategy<Value = Reference> {
-    (
-        "[a-zA-Z0-9_-]{1,12}",
-        prop::option::of("[A-Za-z]{1,8}".prop_map(ZoneId::new)),
-        prop::option::of(prop_oneof![
-            Just(ReferenceAction::None),
-            Just(ReferenceAction::DeleteSelf),
-            Just(ReferenceAction::Validate)
-        ]),
-    )
-        .prop_map(|(record_name, zone, action)| Reference {
-            record_name,
-            zone,
-            action,
-        })
 }
 
 fn asset() -> impl Strategy<Value = Asset> {

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{finite, reference};
+
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use skysync_model::typed::{self, Bytes, RecordType, Timestamp};
@@ -1087,27 +1091,6 @@ impl RecordType for Mixed {
         ("links", FieldType::ReferenceList),
         ("places", FieldType::LocationList),
     ];
-}
-
-fn finite() -> impl Strategy<Value = f64> {
-    prop::num::f64::NORMAL | prop::num::f64::ZERO | prop::num::f64::SUBNORMAL
-}
-
-fn reference() -> impl Strategy<Value = Reference> {
-    (
-        "[a-zA-Z0-9_-]{1,12}",
-        prop::option::of("[A-Za-z]{1,8}".prop_map(ZoneId::new)),
-        prop::option::of(prop_oneof![
-            Just(ReferenceAction::None),
-            Just(ReferenceAction::DeleteSelf),
-            Just(ReferenceAction::Validate)
-        ]),
-    )
-        .prop_map(|(record_name, zone, action)| Reference {
-            record_name,
-            zone,
-            action,
-        })
 }
 
 fn location_strategy() -> impl Strategy<Value = Location> {
