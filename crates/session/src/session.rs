@@ -1381,7 +1381,10 @@ async fn run(
             .await
             .map(Answer::Zone),
         Operation::Send(batch) => {
+            // Every task reports back: an empty batch (never dispatched) is a send of nothing.
             let Some(zone) = batch.zone().cloned() else {
+                let done = Completion(Ok(Answer::Sent(batch, Vec::new())));
+                let _ = session.send_message(SessionMsg::Done(id, Box::new(done)));
                 return;
             };
             let changes = batch.changes().iter().map(|c| c.change.clone()).collect();
