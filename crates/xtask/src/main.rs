@@ -6,54 +6,129 @@
 //!   name), in release mode, on loopback.
 //! - `cargo xtask ci`: what CI runs (`.ci/run`).
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Instant;
 
-/// One benchmark: which package's example to run, with which arguments, and what it measures.
+/// One benchmark: a binary of `crates/bench`, what it measures, and the goals its JSON is held to.
 struct Bench {
     name: &'static str,
-    package: &'static str,
-    example: &'static str,
     args: &'static [&'static str],
     measures: &'static str,
+    goals: &'static [Goal],
+}
+
+/// A goal one benchmark's report is held to.
+struct Goal {
+    /// What the table calls it.
+    text: &'static str,
+    check: Check,
+}
+
+/// How a goal reads the report.
+enum Check {
+    /// The number at this key is at most the bound.
+    AtMost(&'static str, f64),
+    /// The number at this key is at least the bound.
+    AtLeast(&'static str, f64),
+    /// The first key's number is at most the factor times the second's.
+    RatioAtMost(&'static str, &'static str, f64),
+    /// The key holds `true`.
+    IsTrue(&'static str),
 }
 
 const BENCHES: &[Bench] = &[
     Bench {
-        name: "devserver",
-        package: "skysync-devserver",
-        example: "modify_throughput",
-        args: &["--requests", "500"],
-        measures: "dev server records/modify throughput, 200-record batches on loopback",
-    },
-    Bench {
-        name: "devserver-durable",
-        package: "skysync-devserver",
-        example: "modify_throughput",
-        args: &["--requests", "500", "--data"],
-        measures: "the same, with every request committed to a redb file before it is answered",
-    },
-    Bench {
-        name: "store",
-        package: "skysync-store",
-        example: "save_bench",
+        name: "upload",
         args: &[],
-        measures: "durable local saves: latency with one writer, throughput with 1/8/64 writers",
+        measures: "20,000 saves synced by the engine to an in-process dev server, against the same \
+                   durable writes and 200-record requests made directly",
+        goals: &[Goal {
+            text: "ratio <= 1.15",
+            check: Check::AtMost("ratio", 1.15),
+        }],
     },
     Bench {
-        name: "telemetry",
-        package: "skysync",
-        example: "telemetry_cost",
+        name: "download",
         args: &[],
-        measures: "20,000 records saved and synced to an in-process dev server, telemetry off and \
-                   then exporting over OTLP/HTTP, in one run",
+        measures: "100,000 records fetched by a fresh engine, against a raw loop fetching the same \
+                   pages into redb; peak memory at 100k and at 10k records",
+        goals: &[
+            Goal {
+                text: "ratio <= 1.15",
+                check: Check::AtMost("ratio", 1.15),
+            },
+            Goal {
+                text: "peak RSS <= 64 MB",
+                check: Check::AtMost("peak_rss_mb", 64.0),
+            },
+            Goal {
+                text: "RSS does not grow 10k -> 100k (<= 1.25x)",
+                check: Check::RatioAtMost("peak_rss_mb", "peak_rss_mb_at_10k", 1.25),
+            },
+        ],
+    },
+    Bench {
+        name: "local-writes",
+        args: &[],
+        measures: "durable saves: latency with one writer, throughput with 1, 8 and 64 writers",
+        goals: &[
+            Goal {
+                text: "p99 <= 2 ms",
+                check: Check::AtMost("p99_us", 2_000.0),
+            },
+            Goal {
+                text: ">= 20,000 saves/s with 64 writers",
+                check: Check::AtLeast("saves_per_s_64", 20_000.0),
+            },
+        ],
+    },
+    Bench {
+        name: "backlog",
+        args: &[],
+        measures: "a device offline with 100,000 pending changes: a save at 0/10k/100k pending, \
+                   opening the engine, peak memory, draining to the dev server",
+        goals: &[
+            Goal {
+                text: "save at 100k <= 1.2x save at 0",
+                check: Check::RatioAtMost("save_us_at_100k", "save_us_at_0", 1.2),
+            },
+            Goal {
+                text: "open <= 200 ms",
+                check: Check::AtMost("open_ms", 200.0),
+            },
+            Goal {
+                text: "peak RSS <= 64 MB",
+                check: Check::AtMost("peak_rss_mb", 64.0),
+            },
+        ],
     },
     Bench {
         name: "throttle",
-        package: "skysync-throttle",
-        example: "simulate",
-        args: &["--all-grids"],
-        measures: "pacing policies over a grid of simulated server capacities, bursts and seeds, \
-                   and against a CloudKit profile (virtual time)",
+        args: &[],
+        measures: "every pacing policy over the simulation grid of server capacities, bursts and \
+                   seeds (virtual time)",
+        goals: &[],
+    },
+    Bench {
+        name: "convergence",
+        args: &[],
+        measures: "5 devices making 2,000 edits, 20% on shared records, until all are quiescent, \
+                   against one device sending as many changes alone",
+        goals: &[
+            Goal {
+                text: "converged",
+                check: Check::IsTrue("converged"),
+            },
+            Goal {
+                text: "0 lost updates",
+                check: Check::AtMost("lost_updates", 0.0),
+            },
+            Goal {
+                text: "ratio <= 1.5",
+                check: Check::AtMost("ratio", 1.5),
+            },
+        ],
     },
 ];
 
@@ -101,17 +176,138 @@ fn bench(selected: &[String]) -> Result<(), String> {
     {
         return Err(format!("no benchmark named `{unknown}`"));
     }
-    for bench in BENCHES
+    let chosen: Vec<&Bench> = BENCHES
         .iter()
         .filter(|b| selected.is_empty() || selected.iter().any(|s| s == b.name))
-    {
+        .collect();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    let report_dir = target.join("bench");
+    run(Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "skysync-bench",
+            "--bins",
+        ])
+        .current_dir(&workspace))?;
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for bench in chosen {
         eprintln!("\n== {}: {}", bench.name, bench.measures);
-        run(Command::new(env!("CARGO"))
-            .args(["run", "--quiet", "--release", "-p", bench.package])
-            .args(["--example", bench.example, "--"])
-            .args(bench.args))?;
+        let report_path = report_dir.join(format!("{}.json", bench.name));
+        // A report left by an earlier run must not pass for this one.
+        let _ = std::fs::remove_file(&report_path);
+        let started = Instant::now();
+        let outcome = run(Command::new(target.join("release").join(bench.name))
+            .args(bench.args)
+            .env("SKYSYNC_BENCH_DIR", &report_dir));
+        let seconds = started.elapsed().as_secs_f64();
+        let report = outcome.and_then(|()| read_report(&report_path));
+        match report {
+            Ok(report) => rows.extend(table_rows(bench, &report, seconds)),
+            Err(e) => {
+                eprintln!("{}: {e}", bench.name);
+                failed.push(bench.name);
+            }
+        }
     }
-    Ok(())
+    print_table(&rows);
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("benchmarks that failed: {}", failed.join(", ")))
+    }
+}
+
+fn read_report(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("no report at {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+}
+
+/// One line of the summary: a benchmark's measurement, or one of its goals and whether it holds.
+struct Row {
+    bench: &'static str,
+    what: String,
+    value: String,
+    verdict: &'static str,
+}
+
+fn table_rows(bench: &Bench, report: &serde_json::Value, seconds: f64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(fields) = report.as_object() {
+        for (key, value) in fields {
+            // Long arrays (the throttle grid) are summarised, not spelled out.
+            let shown = match value {
+                serde_json::Value::Array(items) => format!("{} entries", items.len()),
+                other => other.to_string(),
+            };
+            rows.push(Row {
+                bench: bench.name,
+                what: key.clone(),
+                value: shown,
+                verdict: "",
+            });
+        }
+    }
+    rows.push(Row {
+        bench: bench.name,
+        what: "wall time of the run (s)".into(),
+        value: format!("{seconds:.1}"),
+        verdict: if seconds < 120.0 {
+            "< 2 min"
+        } else {
+            "OVER 2 min"
+        },
+    });
+    for goal in bench.goals {
+        let number = |key: &str| report.get(key).and_then(serde_json::Value::as_f64);
+        let (value, holds) = match goal.check {
+            Check::AtMost(key, bound) => (number(key), number(key).map(|v| v <= bound)),
+            Check::AtLeast(key, bound) => (number(key), number(key).map(|v| v >= bound)),
+            Check::RatioAtMost(a, b, factor) => {
+                let ratio = number(a).zip(number(b)).map(|(a, b)| a / b);
+                (ratio, ratio.map(|r| r <= factor))
+            }
+            Check::IsTrue(key) => {
+                let v = report.get(key).and_then(serde_json::Value::as_bool);
+                (v.map(f64::from), v)
+            }
+        };
+        rows.push(Row {
+            bench: bench.name,
+            what: format!("goal: {}", goal.text),
+            value: value.map_or_else(|| "missing".into(), |v| format!("{v:.3}")),
+            verdict: match holds {
+                Some(true) => "holds",
+                Some(false) => "MISSED",
+                None => "MISSING",
+            },
+        });
+    }
+    rows
+}
+
+#[allow(clippy::print_stdout)] // the table is this task's output
+fn print_table(rows: &[Row]) {
+    let width = |f: fn(&Row) -> usize| rows.iter().map(f).max().unwrap_or(0);
+    let (b, w, v) = (
+        width(|r| r.bench.len()).max(5),
+        width(|r| r.what.len()).max(4),
+        width(|r| r.value.len()).max(5),
+    );
+    println!();
+    println!("{:b$}  {:w$}  {:>v$}  verdict", "bench", "what", "value");
+    for r in rows {
+        println!(
+            "{:b$}  {:w$}  {:>v$}  {}",
+            r.bench, r.what, r.value, r.verdict
+        );
+    }
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
