@@ -474,6 +474,27 @@ pub enum CloudError {
     /// halt and ask the user to upgrade the app.
     #[error("incompatible data from the server (upgrade skysync): {0}")]
     Incompatible(ModelError),
+    /// The answer was larger than the response size cap (by default [`crate::MAX_RESPONSE_BYTES`],
+    /// more than CloudKit's limits allow): reading stopped at the cap, or before the first byte when
+    /// the answer declared its length. The server (or something between) misbehaves; retry later
+    /// (transient). If the app lowered the cap, lower the change-feed page size with it.
+    #[error(
+        "the answer (HTTP {status}) is larger than the response size cap of {cap} bytes: {}",
+        match declared {
+            Some(length) => format!("it declared {length} bytes"),
+            None => format!("reading stopped after {read} bytes"),
+        }
+    )]
+    ResponseTooLarge {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The cap in force, in bytes.
+        cap: usize,
+        /// The length the answer declared (`content-length`), when that is what was refused.
+        declared: Option<u64>,
+        /// How many bytes of the body were read before reading stopped (never more than `cap`).
+        read: usize,
+    },
 }
 
 impl CloudError {
@@ -485,9 +506,9 @@ impl CloudError {
                 kind: NetworkFailure::Connect,
                 ..
             } => ErrorClass::Offline,
-            CloudError::Network { .. } | CloudError::UnexpectedResponse { .. } => {
-                ErrorClass::Transient
-            }
+            CloudError::Network { .. }
+            | CloudError::UnexpectedResponse { .. }
+            | CloudError::ResponseTooLarge { .. } => ErrorClass::Transient,
             CloudError::Incompatible(_) => ErrorClass::Fatal,
         }
     }
@@ -521,7 +542,9 @@ impl CloudError {
                 ..
             } => CkErrorCode::ServerResponseLost,
             CloudError::Network { .. } => CkErrorCode::NetworkFailure,
-            CloudError::UnexpectedResponse { .. } => CkErrorCode::ServerRejectedRequest,
+            CloudError::UnexpectedResponse { .. } | CloudError::ResponseTooLarge { .. } => {
+                CkErrorCode::ServerRejectedRequest
+            }
             CloudError::Incompatible(_) => CkErrorCode::IncompatibleVersion,
         }
     }

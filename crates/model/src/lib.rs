@@ -55,3 +55,12 @@ pub const MAX_OPERATIONS_PER_REQUEST: usize = 200;
 
 /// The largest record CloudKit accepts, in bytes of its fields (assets excluded).
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// The largest answer CloudKit's limits allow: a page of [`MAX_OPERATIONS_PER_REQUEST`] records at
+/// [`MAX_RECORD_BYTES`] each (measured as this crate and the dev server measure a record: the JSON
+/// of its fields), plus 4 MiB for names, system fields and the envelope (about 20 KiB a record).
+/// Every answer a server within those limits sends fits; the transport refuses a larger one as
+/// [`CloudError::ResponseTooLarge`] and stops reading there, so a server that streams for ever
+/// costs at most this much memory.
+pub const MAX_RESPONSE_BYTES: usize =
+    MAX_OPERATIONS_PER_REQUEST * MAX_RECORD_BYTES + 4 * 1024 * 1024;

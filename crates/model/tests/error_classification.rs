@@ -211,6 +211,27 @@ fn transport_failures_are_transient_or_offline_and_incompatible_data_is_fatal() 
     };
     assert_eq!(html.class(), A::Transient);
     assert!(html.to_string().contains("HTTP 502"));
+    // An answer over the size cap is a server misbehaving: neither offline nor throttled.
+    let endless = CloudError::ResponseTooLarge {
+        status: 200,
+        cap: skysync_model::MAX_RESPONSE_BYTES,
+        declared: None,
+        read: 1024,
+    };
+    assert_eq!(endless.class(), A::Transient);
+    assert_eq!(endless.retry_after(), None);
+    assert!(
+        endless
+            .to_string()
+            .contains("reading stopped after 1024 bytes")
+    );
+    let declared = CloudError::ResponseTooLarge {
+        status: 200,
+        cap: 1024,
+        declared: Some(1 << 30),
+        read: 0,
+    };
+    assert!(declared.to_string().contains("declared 1073741824 bytes"));
     let newer = CloudError::Incompatible(ModelError::UnknownFieldType {
         field: "f".into(),
         type_name: "HOLOGRAM".into(),

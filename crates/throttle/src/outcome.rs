@@ -127,6 +127,9 @@ impl Outcome {
                 Some(status) => format!("unexpected response (HTTP {status})"),
                 None => "unexpected response".to_owned(),
             },
+            CloudError::ResponseTooLarge { status, .. } => {
+                format!("answer over the size cap (HTTP {status})")
+            }
             CloudError::Incompatible(_) => return None,
         };
         match error.class() {

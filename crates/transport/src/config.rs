@@ -69,8 +69,11 @@ pub struct Limits {
     /// How long one request may take from sending to the last byte of the answer. Default 60 s.
     pub request_timeout: Duration,
     /// The largest answer read, in bytes after decompression; a bigger one is refused with
-    /// `CloudError::UnexpectedResponse` (transient). Default 64 MiB (a page of 200 records at
-    /// CloudKit's 1 MB record limit could exceed it: lower the page size rather than raise this).
+    /// `CloudError::ResponseTooLarge` (transient) as soon as its declared length or the bytes read
+    /// pass it, so a server that streams for ever costs at most this much memory. Default
+    /// [`skysync_model::MAX_RESPONSE_BYTES`] (204 MiB: 200 records at CloudKit's 1 MiB record
+    /// limit, plus 4 MiB), which every answer within CloudKit's limits fits. An app that lowers it
+    /// should lower `changes_page_size` with it, or a page of large records never fits.
     pub max_response_bytes: usize,
     /// `resultsLimit` of a change-feed page; `None` leaves it to the server (200 at most).
     pub changes_page_size: Option<u32>,
@@ -90,7 +93,7 @@ impl Default for Limits {
         Self {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
-            max_response_bytes: 64 * 1024 * 1024,
+            max_response_bytes: skysync_model::MAX_RESPONSE_BYTES,
             changes_page_size: None,
             courier_poll_timeout: Duration::from_secs(90),
             notification_capacity: 64,

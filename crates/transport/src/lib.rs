@@ -7,9 +7,11 @@
 //! [`class`](skysync_model::CloudError::class) tells the session what to do (retry, split, resolve,
 //! recreate the zone, refetch, park, halt). Item-level failures of a batch come back one per item
 //! ([`ModifyOutcome`], [`LookupOutcome`]), also when CloudKit fails a whole atomic batch with HTTP 400.
-//! Answers that are not CloudKit JSON (a proxy's HTML page, a cut-off body, an answer over the size
-//! cap) are transient errors saying what arrived. Tokens and keys never appear in logs, spans, errors
-//! or `Debug` output.
+//! Answers that are not CloudKit JSON (a proxy's HTML page, a cut-off body) are transient errors
+//! saying what arrived. An answer over the response size cap ([`Limits::max_response_bytes`]) is
+//! refused as [`skysync_model::CloudError::ResponseTooLarge`] (transient too) the moment its
+//! declared length or the bytes read pass the cap: a server that streams for ever costs at most the
+//! cap in memory. Tokens and keys never appear in logs, spans, errors or `Debug` output.
 //!
 //! # Example
 //!

@@ -33,27 +33,37 @@ impl RawResponse {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let too_large = |what: String| CloudError::UnexpectedResponse {
-            status: Some(status),
-            detail: format!(
-                "the answer ({}) is larger than the response size cap of {cap} bytes: {what}",
-                describe_content_type(&content_type)
-            ),
+        let too_large = |declared: Option<u64>, read: usize| CloudError::ResponseTooLarge {
+            status,
+            cap,
+            declared,
+            read,
         };
-        if let Some(length) = response.content_length()
+        let declared = response.content_length();
+        if let Some(length) = declared
             && usize::try_from(length).map_or(true, |length| length > cap)
         {
-            return Err(too_large(format!("content-length {length}")));
+            // Refused on its word: not a byte of the body is read.
+            return Err(too_large(Some(length), 0));
         }
-        let mut body = Vec::new();
-        // Bounded: each chunk grows `body`, and past the cap the loop ends; the request timeout
-        // bounds a server that trickles.
+        // A declared length (within the cap) is reserved at once; otherwise the buffer grows as
+        // chunks arrive, never past the cap, so an answer costs at most `cap` bytes of memory.
+        let mut body = Vec::with_capacity(
+            declared
+                .and_then(|length| usize::try_from(length).ok())
+                .unwrap_or(0)
+                .min(cap),
+        );
+        // Bounded: each chunk grows `body`, and past the cap the loop ends (the response is
+        // dropped, which closes the connection); the request timeout bounds a server that trickles.
         while let Some(chunk) = response.chunk().await.map_err(network_error)? {
-            if body.len() + chunk.len() > cap {
-                return Err(too_large(format!(
-                    "stopped reading at {} bytes",
-                    body.len() + chunk.len()
-                )));
+            let needed = body.len() + chunk.len();
+            if needed > cap {
+                return Err(too_large(None, body.len()));
+            }
+            if needed > body.capacity() {
+                let grown = body.capacity().saturating_mul(2).max(needed).min(cap);
+                body.reserve_exact(grown - body.len());
             }
             body.extend_from_slice(&chunk);
         }

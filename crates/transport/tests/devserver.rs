@@ -798,7 +798,7 @@ async fn an_answer_slower_than_the_request_timeout_is_a_network_timeout() {
 }
 
 #[tokio::test]
-async fn an_answer_over_the_size_cap_is_refused_as_unexpected() {
+async fn an_answer_over_the_size_cap_is_refused_as_too_large() {
     let server = server().await;
     let writer = client(&server);
     let zone = ZoneId::new("Large");
@@ -812,14 +812,24 @@ async fn an_answer_over_the_size_cap_is_refused_as_unexpected() {
         .lookup_records(zone, vec!["big".into()])
         .await
         .unwrap_err();
-    let CloudError::UnexpectedResponse { status, detail } = &err else {
+    let CloudError::ResponseTooLarge {
+        status,
+        cap,
+        declared,
+        read,
+    } = &err
+    else {
         panic!("{err:?}")
     };
-    assert_eq!(*status, Some(200));
-    assert!(detail.contains("1024"), "{detail}");
+    assert_eq!((*status, *cap), (200, 1024));
+    // The dev server declares its length: refused on its word, not a byte read.
+    assert!(declared.is_some_and(|length| length > 1024), "{err}");
+    assert_eq!(*read, 0);
+    let text = err.to_string();
+    assert!(text.contains("1024"), "{text}");
     assert!(
-        !detail.contains("xxxx"),
-        "record values stay out of errors: {detail}"
+        !text.contains("xxxx"),
+        "record values stay out of errors: {text}"
     );
     assert_eq!(err.class(), ErrorClass::Transient);
     server.shutdown().await.unwrap();
