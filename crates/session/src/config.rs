@@ -54,6 +54,15 @@ pub struct SessionConfig {
     pub schema: SchemaGuard,
     /// Whether to listen for push notifications of zone changes.
     pub notifications: bool,
+    /// How many pages of one change feed (a zone's, or the database's) one fetch takes while the
+    /// server keeps saying `moreComing`; then the feed waits for the next periodic fetch (or
+    /// `sync_now`) and other work, such as sending, goes first. Bounds what a feed without end
+    /// costs. Default 100 (20,000 records at 200 a page).
+    pub max_pages_per_fetch: u32,
+    /// How many times in a row `records/modify` may answer CONFLICT for one record before its
+    /// change is parked instead of resolved and sent again (a server whose change tag changes on
+    /// every read would otherwise keep the engine resolving for ever). Default 5.
+    pub max_conflicts_per_record: u32,
 }
 
 impl SessionConfig {
@@ -71,6 +80,8 @@ impl SessionConfig {
             account_change_grace: Duration::from_secs(5),
             schema: SchemaGuard::default(),
             notifications: true,
+            max_pages_per_fetch: 100,
+            max_conflicts_per_record: 5,
         }
     }
 

@@ -29,5 +29,6 @@ pub use config::{AccountChangePolicy, SchemaGuard, SessionConfig};
 pub use engine::{Engine, EngineBuilder, EngineError};
 pub use session::{Completion, Components, SessionActor, SessionArgs, SessionMsg, SessionState};
 pub use types::{
-    Diagnostics, Halt, HaltReason, OperationKind, OperationSummary, Status, SyncEvent,
+    Diagnostics, Halt, HaltReason, MisbehaviorKind, OperationKind, OperationSummary,
+    ServerMisbehavior, Status, SyncEvent,
 };

@@ -9,13 +9,15 @@
 
 use crate::config::{AccountChangePolicy, SessionConfig};
 use crate::types::{
-    Diagnostics, Halt, HaltReason, OperationKind, OperationSummary, Status, SyncEvent,
+    Diagnostics, Halt, HaltReason, MisbehaviorKind, OperationKind, OperationSummary,
+    ServerMisbehavior, Status, SyncEvent,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use skysync_conflict::ConflictHandle;
 use skysync_model::wire::UserIdentity;
 use skysync_model::{
-    ChangeToken, CloudError, ErrorClass, FieldValue, PendingChange, Record, RecordId, ZoneId,
+    ChangeToken, CloudError, ErrorClass, FieldValue, ParkReason, PendingChange, Record, RecordId,
+    Resolution, ZoneId,
 };
 use skysync_queue::{Batch, BatchLimits, QueueHandle};
 use skysync_store::{
@@ -112,6 +114,29 @@ impl Operation {
             ),
             other => format!("{}:{zone}", other.kind()),
         })
+    }
+}
+
+/// A change feed: the database's (`changes/database`) or one zone's (`changes/zone`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Feed {
+    Database,
+    Zone(ZoneId),
+}
+
+impl Feed {
+    fn zone(&self) -> Option<ZoneId> {
+        match self {
+            Feed::Database => None,
+            Feed::Zone(zone) => Some(zone.clone()),
+        }
+    }
+
+    fn operation(&self) -> OperationKind {
+        match self {
+            Feed::Database => OperationKind::FetchDatabase,
+            Feed::Zone(_) => OperationKind::FetchZone,
+        }
     }
 }
 
@@ -258,6 +283,16 @@ pub struct SessionState {
     notification_task: Option<tokio::task::JoinHandle<()>>,
     /// The batch id of the operation whose answer is being applied (for its events).
     applying: u64,
+    /// What the server did wrong, as diagnostics show it (at most `ServerMisbehavior::KEPT`).
+    misbehaving: Vec<ServerMisbehavior>,
+    /// Pages of each change feed fetched in this fetch pass while the server said `moreComing`.
+    feed_pages: HashMap<Feed, u32>,
+    /// Feeds cut short in this fetch pass (a page bound reached, a token that did not advance):
+    /// not fetched again until the next pass (the periodic fetch, `sync_now`, `resume`).
+    held_back: BTreeSet<Feed>,
+    /// CONFLICT answers to `records/modify` in a row, per record (forgotten once the server
+    /// confirms the record, or the conflict ends without a re-send).
+    conflicts_in_a_row: HashMap<RecordId, u32>,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -314,6 +349,10 @@ impl Actor for SessionActor {
             loops_detected: 0,
             notification_task: None,
             applying: 0,
+            misbehaving: Vec::new(),
+            feed_pages: HashMap::new(),
+            held_back: BTreeSet::new(),
+            conflicts_in_a_row: HashMap::new(),
         };
         state.step(&myself).await;
         Ok(state)
@@ -353,7 +392,7 @@ impl Actor for SessionActor {
                 }
                 return Ok(());
             }
-            SessionMsg::SyncNow => state.fetch_wanted = true,
+            SessionMsg::SyncNow => state.begin_fetch_pass(),
             SessionMsg::RemoteChanged(zone) => {
                 state.fetch_wanted = true;
                 state.unfetched.insert(zone);
@@ -365,7 +404,7 @@ impl Actor for SessionActor {
                 ) {
                     state.halt = None;
                 }
-                state.fetch_wanted = true;
+                state.begin_fetch_pass();
                 // A resume is a fresh start for every operation's count.
                 let _ = state.c.throttle.clear_retries().await;
                 state.metrics.resumed();
@@ -406,7 +445,8 @@ impl Actor for SessionActor {
                         let _ = state.c.throttle.clear_retries().await;
                     }
                     if state.in_flight.is_none() && state.pending_count().await == 0 {
-                        state.fetch_wanted = true;
+                        // The periodic fetch: a new pass, in which feeds cut short go on.
+                        state.begin_fetch_pass();
                     }
                 } else {
                     return Ok(());
@@ -533,7 +573,7 @@ impl SessionState {
                 .collect();
             return Some(Operation::Lookup { zone, ids });
         }
-        if self.fetch_wanted {
+        if self.fetch_wanted && !self.held_back.contains(&Feed::Database) {
             return Some(Operation::FetchDatabase(self.meta.database_token.clone()));
         }
         let to_fetch = self
@@ -541,7 +581,7 @@ impl SessionState {
             .zones_to_fetch
             .iter()
             .chain(self.unfetched.iter())
-            .find(|z| synced.contains(z))
+            .find(|z| synced.contains(z) && !self.held_back.contains(&Feed::Zone((*z).clone())))
             .cloned();
         if let Some(zone) = to_fetch {
             let token = self.c.store.change_token(zone.clone()).await.ok().flatten();
@@ -688,6 +728,23 @@ impl SessionState {
     ) {
         let class = error.class();
         tracing::warn!(error = %error, ?class, kind = %op.kind(), "operation failed");
+        if let CloudError::ResponseTooLarge {
+            cap,
+            declared,
+            read,
+            ..
+        } = error
+        {
+            self.misbehaved(
+                MisbehaviorKind::ResponseTooLarge {
+                    cap,
+                    declared,
+                    read,
+                },
+                op.kind(),
+                op.zone(),
+            );
+        }
         match class {
             ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Offline => {
                 self.offline = class == ErrorClass::Offline;
@@ -837,8 +894,15 @@ impl SessionState {
                             self.unfetched.remove(&zone);
                             let _ = self.events.send(SyncEvent::ZoneDeletedRemotely { zone });
                         }
-                        if !page.more_coming {
+                        if page.more_coming {
+                            let asked = match op {
+                                Operation::FetchDatabase(token) => token.as_ref(),
+                                _ => None,
+                            };
+                            self.more_coming(Feed::Database, asked, &page.token);
+                        } else {
                             self.fetch_wanted = false;
+                            self.feed_ended(&Feed::Database);
                         }
                         self.reload_meta().await;
                         true
@@ -849,7 +913,13 @@ impl SessionState {
                     }
                 }
             }
-            Answer::Zone(page) => self.apply_zone_page(page).await,
+            Answer::Zone(page) => {
+                let asked = match op {
+                    Operation::FetchZone { token, .. } => token.clone(),
+                    _ => None,
+                };
+                self.apply_zone_page(page, asked).await
+            }
             Answer::Sent(batch, outcomes) => {
                 self.apply_sent(batch, outcomes).await;
                 true
@@ -874,7 +944,7 @@ impl SessionState {
         }
     }
 
-    async fn apply_zone_page(&mut self, page: ZoneChangesPage) -> bool {
+    async fn apply_zone_page(&mut self, page: ZoneChangesPage, asked: Option<ChangeToken>) -> bool {
         let zone = page.zone.clone();
         if let Some(reason) = self.schema_violation(&page.changed) {
             self.halt(reason);
@@ -906,7 +976,11 @@ impl SessionState {
             changed: outcome.applied,
             deleted: outcome.removed,
         });
-        if !page.more_coming {
+        let feed = Feed::Zone(zone.clone());
+        if page.more_coming {
+            self.more_coming(feed, asked.as_ref(), &page.token);
+        } else {
+            self.feed_ended(&feed);
             self.unfetched.remove(&zone);
             if refetching {
                 self.reconcile_refetch(&zone, page.token).await;
@@ -961,6 +1035,7 @@ impl SessionState {
     async fn apply_sent(&mut self, batch: Batch, outcomes: Vec<ModifyOutcome>) {
         let zone = batch.zone().cloned();
         let mut confirmed = Vec::new();
+        let mut confirmed_ids = Vec::new();
         let (mut saved, mut deleted) = (0, 0);
         for (sent, outcome) in batch.changes().iter().zip(outcomes) {
             match outcome {
@@ -968,6 +1043,7 @@ impl SessionState {
                     if let PendingChange::Save(record) = &sent.change {
                         let mut record = record.clone();
                         record.system = Some(system);
+                        confirmed_ids.push(record.id.clone());
                         confirmed.push(ConfirmedChange::Saved {
                             seq: sent.seq,
                             record,
@@ -976,6 +1052,7 @@ impl SessionState {
                     }
                 }
                 ModifyOutcome::Deleted { id } => {
+                    confirmed_ids.push(id.clone());
                     confirmed.push(ConfirmedChange::Deleted { seq: sent.seq, id });
                     deleted += 1;
                 }
@@ -989,26 +1066,38 @@ impl SessionState {
                             && local.fields == server.fields
                             && local.record_type == server.record_type
                         {
+                            confirmed_ids.push(id);
                             confirmed.push(ConfirmedChange::Saved {
                                 seq: sent.seq,
                                 record: *server,
                             });
                             saved += 1;
                         } else {
+                            self.count_conflict(&id);
                             let _ = self.c.store.record_conflict(id, Some(*server)).await;
                         }
                     }
-                    None => self.lookups.push(id),
+                    None => {
+                        self.count_conflict(&id);
+                        self.lookups.push(id);
+                    }
                 },
                 ModifyOutcome::Failed { id, error } => {
                     self.on_item_failed(id, sent.seq, &sent.change, error).await;
                 }
             }
         }
-        if !confirmed.is_empty()
-            && let Err(error) = self.c.store.confirm_sent(confirmed).await
-        {
-            tracing::warn!(%error, "committing a confirmation failed; the batch will be resent");
+        if !confirmed.is_empty() {
+            match self.c.store.confirm_sent(confirmed).await {
+                Ok(_) => {
+                    for id in &confirmed_ids {
+                        self.conflicts_in_a_row.remove(id);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "committing a confirmation failed; the batch will be resent");
+                }
+            }
         }
         // A send that went through restores the full batch size.
         self.limits = self.config.batch_limits;
@@ -1097,18 +1186,39 @@ impl SessionState {
             if matches!(entry, skysync_queue::OutboxEntry::Parked(_)) {
                 continue;
             }
-            let base = self.c.store.merge_base(id.clone()).await.ok().flatten();
-            let resolution = match self
-                .c
-                .conflict
-                .resolve(entry.change().clone(), base, conflict.server.clone())
-                .await
-            {
-                Ok(resolution) => resolution,
-                Err(error) => {
-                    tracing::warn!(record = %id, %error, "a conflict could not be resolved");
-                    continue;
+            let conflicts = self.conflicts_in_a_row.get(&id).copied().unwrap_or(0);
+            // A server whose change tag changes on every read answers every re-send CONFLICT:
+            // past the bound the change is parked instead of resolved and sent again.
+            let churned = conflicts >= self.config.max_conflicts_per_record;
+            let resolution = if churned {
+                Resolution::Park {
+                    reason: ParkReason::Custom(format!(
+                        "the server answered CONFLICT {conflicts} times in a row, each time with \
+                         another change tag; parked instead of resolving and sending it again"
+                    )),
                 }
+            } else {
+                let base = self.c.store.merge_base(id.clone()).await.ok().flatten();
+                match self
+                    .c
+                    .conflict
+                    .resolve(entry.change().clone(), base, conflict.server.clone())
+                    .await
+                {
+                    Ok(resolution) => resolution,
+                    Err(error) => {
+                        tracing::warn!(record = %id, %error, "a conflict could not be resolved");
+                        continue;
+                    }
+                }
+            };
+            let sends_again = matches!(
+                resolution,
+                Resolution::Send(_) | Resolution::SendDelete { .. } | Resolution::Recreate(_)
+            );
+            let park_reason = match &resolution {
+                Resolution::Park { reason } => Some(reason.to_string()),
+                _ => None,
             };
             let kind = resolution.kind();
             let committed = self
@@ -1124,11 +1234,109 @@ impl SessionState {
             if let Ok(ResolveOutcome::Committed { .. }) = committed {
                 self.metrics.conflict_resolved(kind);
                 let _ = self.events.send(SyncEvent::ConflictResolved {
-                    id,
+                    id: id.clone(),
                     resolution: kind,
                 });
+                if !sends_again {
+                    self.conflicts_in_a_row.remove(&id);
+                }
+                if churned && let Some(reason) = park_reason {
+                    self.metrics.parked(labels::park_reason::REJECTED);
+                    let zone = id.zone.clone();
+                    let _ = self.events.send(SyncEvent::ChangeParked {
+                        id: id.clone(),
+                        reason,
+                    });
+                    self.misbehaved(
+                        MisbehaviorKind::ChangeTagChurn {
+                            record: id,
+                            conflicts,
+                        },
+                        OperationKind::Send,
+                        Some(zone),
+                    );
+                }
             }
         }
+    }
+
+    /// Starts a fetch pass: the database's changes, then every changed zone; feeds cut short in
+    /// the last pass go on from where they stopped.
+    fn begin_fetch_pass(&mut self) {
+        self.fetch_wanted = true;
+        self.feed_pages.clear();
+        self.held_back.clear();
+    }
+
+    /// After a page that says more is coming: a feed whose token did not advance, or that took
+    /// its pages for this pass, is held back until the next pass (and reported); other work goes
+    /// first.
+    fn more_coming(&mut self, feed: Feed, asked: Option<&ChangeToken>, answered: &ChangeToken) {
+        if asked == Some(answered) {
+            self.held_back.insert(feed.clone());
+            self.misbehaved(
+                MisbehaviorKind::TokenNotAdvancing,
+                feed.operation(),
+                feed.zone(),
+            );
+            return;
+        }
+        let pages = self.feed_pages.entry(feed.clone()).or_insert(0);
+        *pages = pages.saturating_add(1);
+        let pages = *pages;
+        if pages >= self.config.max_pages_per_fetch {
+            self.held_back.insert(feed.clone());
+            self.misbehaved(
+                MisbehaviorKind::FetchCutShort { pages },
+                feed.operation(),
+                feed.zone(),
+            );
+        }
+    }
+
+    /// A feed reached its end: its page count and its reported problems go.
+    fn feed_ended(&mut self, feed: &Feed) {
+        self.feed_pages.remove(feed);
+        let (operation, zone) = (feed.operation(), feed.zone());
+        self.misbehaving
+            .retain(|m| !(m.kind.is_feed() && m.operation == operation && m.zone == zone));
+    }
+
+    /// One more CONFLICT answer for a record sent.
+    fn count_conflict(&mut self, id: &RecordId) {
+        let count = self.conflicts_in_a_row.entry(id.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+    }
+
+    /// Reports what the server did wrong: a warning, an event, and an entry in diagnostics (the
+    /// same misbehavior counted, at most `ServerMisbehavior::KEPT` kept, oldest forgotten first).
+    fn misbehaved(
+        &mut self,
+        kind: MisbehaviorKind,
+        operation: OperationKind,
+        zone: Option<ZoneId>,
+    ) {
+        let seen = ServerMisbehavior {
+            kind,
+            operation,
+            zone,
+            times: 1,
+        };
+        let entry = match self.misbehaving.iter().position(|m| m.same_as(&seen)) {
+            Some(at) => {
+                let mut entry = self.misbehaving.remove(at);
+                entry.kind = seen.kind;
+                entry.times = entry.times.saturating_add(1);
+                entry
+            }
+            None => seen,
+        };
+        tracing::warn!(problem = %entry, times = entry.times, "the server misbehaves");
+        if self.misbehaving.len() >= ServerMisbehavior::KEPT {
+            self.misbehaving.remove(0);
+        }
+        self.misbehaving.push(entry.clone());
+        let _ = self.events.send(SyncEvent::ServerMisbehaved(entry));
     }
 
     /// The schema guard over fetched records.
@@ -1319,6 +1527,7 @@ impl SessionState {
             liveness_ok,
             liveness_violations: self.liveness_violations,
             loops_detected: self.loops_detected,
+            server_misbehaving: self.misbehaving.clone(),
         }
     }
 }

@@ -190,6 +190,11 @@ pub enum SyncEvent {
         /// The account now signed in.
         current: String,
     },
+    /// The server did something CloudKit's protocol or limits do not allow, or that would keep the
+    /// engine busy for ever (a change feed without end, a token that never advances, an answer
+    /// over the size cap, a change tag that changes on every read). The engine bounded it and
+    /// went on; the same entry is in [`Diagnostics::server_misbehaving`].
+    ServerMisbehaved(ServerMisbehavior),
     /// The engine halted.
     Halted(Halt),
     /// The one-word status changed.
@@ -291,4 +296,139 @@ pub struct Diagnostics {
     /// How many times an operation was caught failing in a loop (more than 3 failures within 10
     /// minutes), reported before it exhausts, also as an event and a metric.
     pub loops_detected: u64,
+    /// What the server did wrong since the engine started, the most recently seen last (at most
+    /// [`ServerMisbehavior::KEPT`] entries; one per kind, operation, zone and record, with how
+    /// often). A change feed's entries go once the feed reaches its end.
+    pub server_misbehaving: Vec<ServerMisbehavior>,
+}
+
+/// Something a server did that would cost the engine unbounded time, requests or memory, and how
+/// often: the engine bounded it (see [`MisbehaviorKind`] for how) and reports it here, as a
+/// [`SyncEvent::ServerMisbehaved`] and as a warning in the logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerMisbehavior {
+    /// What the server did, and what the engine did about it.
+    pub kind: MisbehaviorKind,
+    /// The operation that met it.
+    pub operation: OperationKind,
+    /// The zone it concerns, if it concerns one (`None` for the database's change feed).
+    pub zone: Option<ZoneId>,
+    /// How many times this engine met it.
+    pub times: u64,
+}
+
+impl ServerMisbehavior {
+    /// How many distinct misbehaviors diagnostics keep; past it the oldest is forgotten.
+    pub const KEPT: usize = 32;
+}
+
+/// What a misbehaving server did, and how the engine bounded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MisbehaviorKind {
+    /// A change feed still said `moreComing` after `pages` pages in one fetch
+    /// ([`crate::SessionConfig::max_pages_per_fetch`]). The fetch stopped there and other work
+    /// (sends) went on; the feed goes on from where it stopped at the next periodic fetch or
+    /// `sync_now`. A very large zone does this too, and then completes over several fetches.
+    FetchCutShort {
+        /// Pages fetched before it stopped.
+        pages: u32,
+    },
+    /// A change feed answered `moreComing` with the very token it was asked from, so it can never
+    /// advance. Seen on the first such page; the feed is not asked again until the next periodic
+    /// fetch or `sync_now`.
+    TokenNotAdvancing,
+    /// An answer larger than the transport's response size cap. Reading stopped at the cap (or
+    /// before the first byte, when the answer declared its length); the operation is retried as a
+    /// transient failure, so it exhausts into a halt with a cool-down if it goes on.
+    ResponseTooLarge {
+        /// The cap, in bytes.
+        cap: usize,
+        /// The length the answer declared, if that is what was refused.
+        declared: Option<u64>,
+        /// Bytes of the body read before reading stopped (never more than `cap`).
+        read: usize,
+    },
+    /// `records/modify` answered CONFLICT for this record `conflicts` times in a row, each time
+    /// with a server copy carrying another change tag, so resolving and sending again would never
+    /// end ([`crate::SessionConfig::max_conflicts_per_record`]). The change is parked with a
+    /// reason (nothing is lost); the app can retry it later.
+    ChangeTagChurn {
+        /// The record.
+        record: RecordId,
+        /// CONFLICT answers in a row.
+        conflicts: u32,
+    },
+}
+
+impl MisbehaviorKind {
+    /// Whether this is about a change feed (cleared once the feed reaches its end).
+    pub fn is_feed(&self) -> bool {
+        matches!(
+            self,
+            MisbehaviorKind::FetchCutShort { .. } | MisbehaviorKind::TokenNotAdvancing
+        )
+    }
+
+    /// Whether `other` is the same misbehavior (its counts aside).
+    fn same_as(&self, other: &MisbehaviorKind) -> bool {
+        match (self, other) {
+            (
+                MisbehaviorKind::ChangeTagChurn { record: a, .. },
+                MisbehaviorKind::ChangeTagChurn { record: b, .. },
+            ) => a == b,
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl ServerMisbehavior {
+    /// Whether this entry is about the same thing as `other` (kind, operation, zone, record).
+    pub(crate) fn same_as(&self, other: &ServerMisbehavior) -> bool {
+        self.kind.same_as(&other.kind)
+            && self.operation == other.operation
+            && self.zone == other.zone
+    }
+}
+
+impl fmt::Display for ServerMisbehavior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let zone = self
+            .zone
+            .as_ref()
+            .map(|z| format!(" (zone {})", z.zone_name))
+            .unwrap_or_default();
+        match &self.kind {
+            MisbehaviorKind::FetchCutShort { pages } => write!(
+                f,
+                "{}{zone}: still more coming after {pages} pages; fetching the rest later",
+                self.operation
+            ),
+            MisbehaviorKind::TokenNotAdvancing => write!(
+                f,
+                "{}{zone}: more coming with the same change token as asked; not asked again until the next fetch",
+                self.operation
+            ),
+            MisbehaviorKind::ResponseTooLarge {
+                cap,
+                declared,
+                read,
+            } => match declared {
+                Some(length) => write!(
+                    f,
+                    "{}{zone}: an answer declaring {length} bytes, over the cap of {cap}",
+                    self.operation
+                ),
+                None => write!(
+                    f,
+                    "{}{zone}: an answer over the cap of {cap} bytes (stopped after {read})",
+                    self.operation
+                ),
+            },
+            MisbehaviorKind::ChangeTagChurn { record, conflicts } => write!(
+                f,
+                "{}{zone}: {conflicts} conflicts in a row on {}, each with another change tag; the change is parked",
+                self.operation, record.record_name
+            ),
+        }
+    }
 }
