@@ -1,10 +1,8 @@
 //! `put` and `delete`: local changes through the store actor, durable when the command returns.
 
 use crate::error::CliError;
-use skysync_model::wire::{WireField, WireRecord};
 use skysync_model::{Record, RecordId, ZoneId};
 use skysync_store::{StoreConfig, StoreFile, StoreHandle};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The record `put` saves, from its flags; `fields` is CloudKit's wire form of the fields.
@@ -14,16 +12,11 @@ pub fn record_from_args(
     record_type: &str,
     fields: &str,
 ) -> Result<Record, CliError> {
-    let malformed = |detail: String| CliError::MalformedFields { detail };
-    let fields: BTreeMap<String, WireField> =
-        serde_json::from_str(fields).map_err(|e| malformed(e.to_string()))?;
-    let wire = WireRecord {
-        record_name: Some(name.to_owned()),
-        record_type: Some(record_type.to_owned()),
-        fields: Some(fields),
-        ..WireRecord::default()
-    };
-    Record::from_wire(&ZoneId::new(zone), &wire).map_err(|e| malformed(e.to_string()))
+    Record::from_wire_fields_json(&ZoneId::new(zone), name, record_type, fields).map_err(|e| {
+        CliError::MalformedFields {
+            detail: e.to_string(),
+        }
+    })
 }
 
 /// Opens (or creates) the store and starts its actor.

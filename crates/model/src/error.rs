@@ -54,6 +54,15 @@ pub enum ModelError {
         /// The missing key.
         key: &'static str,
     },
+    /// Text that should be JSON of a known shape is not (a `--fields` argument, say): fix the text;
+    /// the detail says where reading stopped.
+    #[error("{what} is not valid: {detail}")]
+    InvalidJson {
+        /// What the text should have been.
+        what: &'static str,
+        /// Where and why reading stopped.
+        detail: String,
+    },
     /// Stored bytes could not be encoded; a bug in skysync, please report it.
     #[error("could not encode a stored value: {0}")]
     Encode(String),

@@ -170,6 +170,45 @@ impl Record {
     }
 }
 
+impl Record {
+    /// A new record named `name` of `record_type` in `zone` whose fields are written in CloudKit's
+    /// wire form, as a person types them (`{"title": {"value": "x", "type": "STRING"}}`): what
+    /// `skysync put --fields` reads. Every field must parse; nothing else may be in the text.
+    ///
+    /// ```
+    /// use skysync_model::{Record, ZoneId};
+    ///
+    /// let record = Record::from_wire_fields_json(
+    ///     &ZoneId::new("Notes"),
+    ///     "n1",
+    ///     "Note",
+    ///     r#"{"title": {"value": "hello", "type": "STRING"}}"#,
+    /// )?;
+    /// assert_eq!(record.fields.len(), 1);
+    /// assert!(Record::from_wire_fields_json(&ZoneId::new("Notes"), "n1", "Note", "{").is_err());
+    /// # Ok::<(), skysync_model::ModelError>(())
+    /// ```
+    pub fn from_wire_fields_json(
+        zone: &ZoneId,
+        name: &str,
+        record_type: &str,
+        fields_json: &str,
+    ) -> Result<Record, ModelError> {
+        let fields: BTreeMap<String, WireField> =
+            serde_json::from_str(fields_json).map_err(|e| ModelError::InvalidJson {
+                what: "a JSON object of fields in CloudKit's wire form",
+                detail: e.to_string(),
+            })?;
+        let wire = WireRecord {
+            record_name: Some(name.to_owned()),
+            record_type: Some(record_type.to_owned()),
+            fields: Some(fields),
+            ..WireRecord::default()
+        };
+        Record::from_wire(zone, &wire)
+    }
+}
+
 impl WireRecord {
     /// The system fields this dictionary carries, if it has a change tag.
     pub fn system_fields(&self) -> Option<SystemFields> {
