@@ -59,6 +59,8 @@ const COURIER_POLL_TIMEOUT: Duration = Duration::from_secs(4);
 const TIMEOUT_HOLD: Duration = Duration::from_secs(5);
 /// How long the refused case holds the step's request while the gate closes behind it.
 const REFUSED_HOLD: Duration = Duration::from_secs(10);
+/// The least wait of a first backoff (transient or offline): half of its 300 ms bound.
+const LEAST_BACKOFF: Duration = Duration::from_millis(150);
 /// The longest any one wait of a case may take before the case fails.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 /// The longest a whole case may take.
@@ -116,6 +118,15 @@ impl Step {
             Step::FetchDatabase => "changes/database",
             Step::FetchFirstPage | Step::FetchSecondPage => "changes/zone",
             Step::Send => "records/modify",
+        }
+    }
+
+    /// The request that goes again when the step is retried by the session: the step's own;
+    /// for the courier, the notification token it is set up again with.
+    fn retried_operation(self) -> &'static str {
+        match self {
+            Step::Courier => "tokens/create",
+            other => other.operation(),
         }
     }
 
@@ -268,7 +279,16 @@ fn expected(step: Step, fault: &Fault) -> Reaction {
         Fault::Request { code, retry_after } => {
             let class = class_of(code, *retry_after, false);
             match (step, class) {
-                (Step::Courier, Class::Throttled | Class::Transient) => Reaction::CourierRetries,
+                // The courier retries on its own whatever passes, and an answer about a batch,
+                // a zone or a token, none of which a poll has.
+                (
+                    Step::Courier,
+                    Class::Throttled
+                    | Class::Transient
+                    | Class::TooLarge
+                    | Class::ZoneGone
+                    | Class::TokenExpired,
+                ) => Reaction::CourierRetries,
                 (_, Class::Throttled) => Reaction::WaitRetryAfter { kind: step.kind() },
                 (_, Class::Transient) => Reaction::Backoff { kind: step.kind() },
                 (Step::Send, Class::TooLarge) => Reaction::Split,
@@ -520,8 +540,10 @@ async fn run_case(case: &Case, captured: &Captured) -> Result<(), String> {
             halts(&events).first().cloned().map(|_| ())
         })
         .await?;
+        // A request already on its way when the halt came may still arrive; then none may.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let before = server_requests(&server, None);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let during = server_requests(&server, None) - before;
         if during > 0 {
             return Err(format!("{during} requests were sent while halted"));
@@ -681,16 +703,44 @@ struct Seen {
 }
 
 impl Seen {
-    fn retried(&self, kind: &str, class: &str) -> bool {
-        self.telemetry
+    /// How long after the first retry of `kind` for `class` the next `operation` request
+    /// started: the wait the retry actually got, however long the engine took to ask for it.
+    fn retry_delay(&self, kind: &str, class: &str, operation: &str) -> Result<Duration, String> {
+        let failed = self
+            .telemetry
             .iter()
-            .any(|t| matches!(t, Telemetry::Retry { kind: k, class: c } if k == kind && c == class))
+            .find_map(|t| match t {
+                Telemetry::Retry {
+                    kind: k,
+                    class: c,
+                    at,
+                } if k == kind && c == class => Some(*at),
+                _ => None,
+            })
+            .ok_or_else(|| format!("no {class} retry of {kind}"))?;
+        let retried = self
+            .telemetry
+            .iter()
+            .find_map(|t| match t {
+                Telemetry::Request { operation: o, at } if o == operation && *at > failed => {
+                    Some(*at)
+                }
+                _ => None,
+            })
+            .ok_or_else(|| format!("{operation} was not sent again after the {class} failure"))?;
+        Ok(retried - failed)
     }
 
-    fn waited(&self, cause: &str, at_least_ms: u64) -> bool {
-        self.telemetry.iter().any(
-            |t| matches!(t, Telemetry::Wait { cause: c, ms } if c == cause && *ms >= at_least_ms),
-        )
+    fn waited(&self, cause: &str) -> bool {
+        self.telemetry
+            .iter()
+            .any(|t| matches!(t, Telemetry::Wait { cause: c, .. } if c == cause))
+    }
+
+    fn retried(&self, kind: &str) -> bool {
+        self.telemetry
+            .iter()
+            .any(|t| matches!(t, Telemetry::Retry { kind: k, .. } if k == kind))
     }
 
     fn halts(&self) -> Vec<HaltReason> {
@@ -722,10 +772,19 @@ impl Seen {
             .filter(|e| !matches!(e, SyncEvent::Fetched { .. } | SyncEvent::Sent { .. }))
             .map(|e| format!("{e:?}"))
             .collect();
+        let telemetry: Vec<String> = self
+            .telemetry
+            .iter()
+            .map(|t| match t {
+                Telemetry::Retry { kind, class, .. } => format!("retry {kind} {class}"),
+                Telemetry::Wait { cause, ms } => format!("wait {cause} {ms} ms"),
+                Telemetry::Request { operation, .. } => format!("request {operation}"),
+            })
+            .collect();
         format!(
-            "events [{}], telemetry {:?}",
+            "events [{}], telemetry [{}]",
             events.join(", "),
-            self.telemetry
+            telemetry.join(", ")
         )
     }
 }
@@ -739,6 +798,7 @@ fn check_reaction(
 ) -> Result<(), String> {
     use names::values::{error_class as class, wait_cause as cause};
     let halts = seen.halts();
+    let retried = case.step.retried_operation();
     let throttles = diagnostics.throttle.as_ref().map_or(0, |t| t.throttles);
     let no_halt = || {
         if halts.is_empty() {
@@ -759,13 +819,14 @@ fn check_reaction(
         Reaction::WaitRetryAfter { kind } => {
             no_halt()?;
             no_park()?;
-            if !seen.retried(kind, class::THROTTLED) {
-                return Err(format!("no throttled retry of {kind}"));
+            let waited = seen.retry_delay(kind, class::THROTTLED, retried)?;
+            if waited < Duration::from_secs(RETRY_AFTER) {
+                return Err(format!(
+                    "sent again {waited:?} after a retryAfter of {RETRY_AFTER} s"
+                ));
             }
-            // The deadline is retryAfter plus jitter from when the answer came; the wait is
-            // measured a moment later.
-            if !seen.waited(cause::RETRY_AFTER, RETRY_AFTER * 1000 - 100) {
-                return Err("no wait for the retryAfter deadline".into());
+            if !seen.waited(cause::RETRY_AFTER) {
+                return Err("the wait was not reported as the server's deadline".into());
             }
             if throttles == 0 {
                 return Err("the throttle did not take the throttle in".into());
@@ -774,11 +835,9 @@ fn check_reaction(
         Reaction::Backoff { kind } => {
             no_halt()?;
             no_park()?;
-            if !seen.retried(kind, class::TRANSIENT) {
-                return Err(format!("no transient retry of {kind}"));
-            }
-            if !seen.waited(cause::BACKOFF, 0) {
-                return Err("no backoff before the retry".into());
+            let waited = seen.retry_delay(kind, class::TRANSIENT, retried)?;
+            if waited < LEAST_BACKOFF {
+                return Err(format!("sent again after {waited:?}: no backoff"));
             }
             if throttles > 0 {
                 return Err(format!(
@@ -788,11 +847,9 @@ fn check_reaction(
         }
         Reaction::Offline => {
             no_halt()?;
-            if !seen.retried(case.step.kind(), class::OFFLINE) {
-                return Err(format!("no offline retry of {}", case.step.kind()));
-            }
-            if !seen.waited(cause::OFFLINE, 0) {
-                return Err("no offline probe wait".into());
+            let waited = seen.retry_delay(case.step.kind(), class::OFFLINE, retried)?;
+            if waited < LEAST_BACKOFF {
+                return Err(format!("probed again after {waited:?}: no offline backoff"));
             }
             if throttles > 0 {
                 return Err("being offline was taken as a rate signal".into());
@@ -825,11 +882,7 @@ fn check_reaction(
         Reaction::Refetch { operation } => {
             no_halt()?;
             no_park()?;
-            if seen
-                .telemetry
-                .iter()
-                .any(|t| matches!(t, Telemetry::Retry { kind, .. } if kind == case.step.kind()))
-            {
+            if seen.retried(case.step.kind()) {
                 return Err("an expired token was counted as a failed attempt".into());
             }
             if server_requests(server, Some(operation)) < 2 {
@@ -881,10 +934,7 @@ fn check_reaction(
         Reaction::CourierRetries => {
             no_halt()?;
             no_park()?;
-            if seen.telemetry.iter().any(|t| {
-                matches!(t, Telemetry::Retry { kind, .. }
-                    if kind == names::values::op_kind::ENSURE_NOTIFICATIONS)
-            }) {
+            if seen.retried(names::values::op_kind::ENSURE_NOTIFICATIONS) {
                 return Err(
                     "the notifications were set up again: the courier should retry on its own"
                         .into(),
@@ -1066,8 +1116,7 @@ fn seen_status(events: &Mutex<Vec<SyncEvent>>, status: Status) -> bool {
     events
         .lock()
         .unwrap()
-        .iter()
-        .any(|e| *e == SyncEvent::StatusChanged(status))
+        .contains(&SyncEvent::StatusChanged(status))
 }
 
 fn halts(events: &Mutex<Vec<SyncEvent>>) -> Vec<HaltReason> {
@@ -1085,11 +1134,23 @@ fn halts(events: &Mutex<Vec<SyncEvent>>) -> Vec<HaltReason> {
 // ---------------------------------------------------------------------------------------------
 // The telemetry of one case.
 
-/// A retry or a wait, as the engine's telemetry reported it.
+/// A retry, a wait or a request, as the engine's telemetry reported it, with when.
 #[derive(Clone, Debug)]
 enum Telemetry {
-    Retry { kind: String, class: String },
-    Wait { cause: String, ms: u64 },
+    Retry {
+        kind: String,
+        class: String,
+        at: Instant,
+    },
+    Wait {
+        cause: String,
+        ms: u64,
+    },
+    /// An HTTP request started (its span opened once the throttle permitted it).
+    Request {
+        operation: String,
+        at: Instant,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -1098,7 +1159,30 @@ struct Captured(Arc<Mutex<Vec<Telemetry>>>);
 /// Records the engine's retry and wait events.
 struct CaptureLayer(Captured);
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
+impl<S> tracing_subscriber::Layer<S> for CaptureLayer
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != skysync_transport::client::REQUEST_SPAN {
+            return;
+        }
+        let at = Instant::now();
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        let operation = fields.text.get("operation").cloned().unwrap_or_default();
+        self.0
+            .0
+            .lock()
+            .unwrap()
+            .push(Telemetry::Request { operation, at });
+    }
+
     fn on_event(
         &self,
         event: &tracing::Event<'_>,
@@ -1115,6 +1199,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
             Telemetry::Retry {
                 kind: text(names::OP_KIND),
                 class: text(names::ERROR_CLASS),
+                at: Instant::now(),
             }
         } else {
             Telemetry::Wait {
