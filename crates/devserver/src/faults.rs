@@ -3,7 +3,8 @@
 //!
 //! Faults are armed over HTTP under `/_dev/` (see [`Faults::router`]) or in process with
 //! [`Faults::arm`]. Each fault names an operation (`records/modify`, `changes/zone`, `tokens/create`,
-//! `records/*` for every `records/…` operation, `*` for any) and a count K: the next K CloudKit
+//! `records/*` for every `records/…` operation, `*` for any CloudKit operation, or `courier` for the
+//! web courier's long polls, which only a fault naming `courier` hits) and a count K: the next K
 //! requests to a matching operation get the fault, then it disarms itself. When several armed faults
 //! match a request, the one armed first applies.
 //!
@@ -12,9 +13,14 @@
 //!   code's HTTP status (or the given `status`) without running the request;
 //! * `htmlBody`: answer a non-CloudKit HTML page (as a proxy or captive portal would), status 502 by
 //!   default, without running the request;
+//! * `garbageBody`: answer status 200 (or the given `status`) with a JSON content type and a body
+//!   that is not JSON, without running the request, as a broken middlebox would;
 //! * `dropConnection`: run the request (its effects happen on the server), then send the response's
 //!   headers and part of its body and abort the connection, the way a response is lost in transit;
-//! * with only `delayMs`: run the request normally after the delay.
+//! * `truncatedJson`: run the request, then send a complete HTTP response whose body is the first
+//!   half of the real one (its `Content-Length` says so): well-framed, but the JSON ends early;
+//! * with only `delayMs`: run the request normally after the delay (longer than a client's request
+//!   timeout, it is a timeout).
 //!
 //! Item faults ([`ItemFaultSpec`], armed under `/_dev/item-faults` or with [`Faults::arm_item`])
 //! work inside a request instead: the next K `records/modify` operations on a named record, or on
@@ -78,19 +84,21 @@ struct ArmedFaults {
 
 /// A fault as requested: `POST /_dev/faults` takes this as JSON.
 ///
-/// Exactly one of `serverErrorCode`, `htmlBody` and `dropConnection` may be given; `delayMs` may be
-/// given alone or with any of them (it then waits before the fault applies).
+/// Exactly one of `serverErrorCode`, `htmlBody`, `garbageBody`, `dropConnection` and
+/// `truncatedJson` may be given; `delayMs` may be given alone or with any of them (it then waits
+/// before the fault applies).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultSpec {
     /// The operation subpath to match: `records/modify`, `zones/list`, `tokens/create`, …; a prefix
-    /// ending in `/*` such as `records/*`; or `*` for every CloudKit operation.
+    /// ending in `/*` such as `records/*`; `*` for every CloudKit operation; or `courier` for the
+    /// web courier's long polls (`/_courier/…`, which `*` does not match).
     pub operation: String,
     /// How many matching requests get the fault before it disarms (at least 1; default 1).
     #[serde(default = "one")]
     pub count: u32,
-    /// The HTTP status to answer with (200–599). Defaults to the error code's own status, or 502 for
-    /// `htmlBody`. Only with `serverErrorCode` or `htmlBody`.
+    /// The HTTP status to answer with (200–599). Defaults to the error code's own status, 502 for
+    /// `htmlBody`, 200 for `garbageBody`. Only with `serverErrorCode`, `htmlBody` or `garbageBody`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Answer a CloudKit error body with this code (e.g. `THROTTLED`, `TRY_AGAIN_LATER`,
@@ -121,6 +129,13 @@ pub struct FaultSpec {
     /// Answer an HTML page instead of CloudKit JSON.
     #[serde(default, skip_serializing_if = "is_false")]
     pub html_body: bool,
+    /// Answer a body that is not JSON under a JSON content type, without running the request.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub garbage_body: bool,
+    /// Run the request, then answer a complete HTTP response carrying only the first half of its
+    /// body.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated_json: bool,
 }
 
 fn one() -> u32 {
@@ -166,8 +181,12 @@ enum FaultAction {
     Error { status: StatusCode, body: ErrorBody },
     /// Answer an HTML page instead of running the request.
     Html { status: StatusCode },
+    /// Answer bytes that are not JSON (under a JSON content type) instead of running the request.
+    Garbage { status: StatusCode },
     /// Run the request, then lose the connection part-way through the response body.
     DropConnection,
+    /// Run the request, then answer a well-framed response with only half of its body.
+    TruncatedJson,
 }
 
 impl FaultAction {
@@ -176,7 +195,9 @@ impl FaultAction {
             FaultAction::Forward => "delay",
             FaultAction::Error { .. } => "error",
             FaultAction::Html { .. } => "html",
+            FaultAction::Garbage { .. } => "garbage",
             FaultAction::DropConnection => "drop_connection",
+            FaultAction::TruncatedJson => "truncated_json",
         }
     }
 }
@@ -313,18 +334,22 @@ impl FaultSpec {
         let kinds = [
             self.server_error_code.is_some(),
             self.html_body,
+            self.garbage_body,
             self.drop_connection,
+            self.truncated_json,
         ];
         match kinds.iter().filter(|given| **given).count() {
             0 if self.delay_ms.is_none() => {
                 return invalid(
-                    "give one of `serverErrorCode`, `htmlBody`, `dropConnection`, or a `delayMs`",
+                    "give one of `serverErrorCode`, `htmlBody`, `garbageBody`, `dropConnection`, \
+                     `truncatedJson`, or a `delayMs`",
                 );
             }
             0 | 1 => {}
             _ => {
                 return invalid(
-                    "give only one of `serverErrorCode`, `htmlBody` and `dropConnection`",
+                    "give only one of `serverErrorCode`, `htmlBody`, `garbageBody`, \
+                     `dropConnection` and `truncatedJson`",
                 );
             }
         }
@@ -333,8 +358,12 @@ impl FaultSpec {
         if self.server_error_code.is_none() && error_details {
             return invalid("`reason`, `retryAfter` and `redirectURL` go with a `serverErrorCode`");
         }
-        if status.is_some() && self.server_error_code.is_none() && !self.html_body {
-            return invalid("`status` goes with a `serverErrorCode` or `htmlBody`");
+        if status.is_some()
+            && self.server_error_code.is_none()
+            && !self.html_body
+            && !self.garbage_body
+        {
+            return invalid("`status` goes with a `serverErrorCode`, `htmlBody` or `garbageBody`");
         }
 
         let action = if let Some(code) = &self.server_error_code {
@@ -362,8 +391,14 @@ impl FaultSpec {
             FaultAction::Html {
                 status: status.unwrap_or(StatusCode::BAD_GATEWAY),
             }
+        } else if self.garbage_body {
+            FaultAction::Garbage {
+                status: status.unwrap_or(StatusCode::OK),
+            }
         } else if self.drop_connection {
             FaultAction::DropConnection
+        } else if self.truncated_json {
+            FaultAction::TruncatedJson
         } else {
             FaultAction::Forward
         };
@@ -525,9 +560,19 @@ impl Faults {
     }
 }
 
-/// Whether a fault's operation pattern matches a request's operation subpath.
+/// The operation name of the web courier's long polls in fault specs.
+pub const COURIER_OPERATION: &str = "courier";
+
+/// Whether a fault's operation pattern matches a request's operation subpath. `*` matches every
+/// CloudKit operation but not the courier, which only its own name matches.
 fn operation_matches(pattern: &str, operation: &str) -> bool {
-    if pattern == "*" || pattern == operation {
+    if pattern == operation {
+        return true;
+    }
+    if operation == COURIER_OPERATION {
+        return false;
+    }
+    if pattern == "*" {
         return true;
     }
     match pattern.strip_suffix("/*") {
@@ -684,10 +729,20 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-/// Applies armed faults to CloudKit requests (`/database/1/…` and `/device/1/…/tokens/…`); other
-/// requests, and requests no fault matches, go through untouched.
+/// The operation a fault may name for a request path: its CloudKit operation (see
+/// [`cloudkit_operation`]), or [`COURIER_OPERATION`] for a web courier poll (`/_courier/{token}`).
+fn faultable_operation(path: &str) -> Option<String> {
+    cloudkit_operation(path).or_else(|| {
+        let token = path.strip_prefix("/_courier/")?;
+        (!token.is_empty() && !token.contains('/')).then(|| COURIER_OPERATION.to_owned())
+    })
+}
+
+/// Applies armed faults to CloudKit requests (`/database/1/…` and `/device/1/…/tokens/…`) and
+/// courier polls (`/_courier/…`); other requests, and requests no fault matches, go through
+/// untouched.
 pub async fn middleware(State(faults): State<Faults>, request: Request, next: Next) -> Response {
-    let Some(operation) = cloudkit_operation(request.uri().path()) else {
+    let Some(operation) = faultable_operation(request.uri().path()) else {
         return next.run(request).await;
     };
     let Some((id, plan)) = faults.take(&operation) else {
@@ -710,8 +765,42 @@ pub async fn middleware(State(faults): State<Faults>, request: Request, next: Ne
             error_body_reply_with_status(status, &body)
         }
         FaultAction::Html { status } => html_reply(status),
+        FaultAction::Garbage { status } => garbage_reply(status),
         FaultAction::DropConnection => cut_short(next.run(request).await).await,
+        FaultAction::TruncatedJson => truncated(next.run(request).await).await,
     }
+}
+
+/// The body of a `garbageBody` fault: bytes that no JSON parser accepts (a NUL, invalid UTF-8 and
+/// stray punctuation), as a broken middlebox might send.
+pub const GARBAGE_BODY: &[u8] = b"\x00\xff\xfe}garbage{\x01";
+
+/// A body that is not JSON under a JSON content type.
+fn garbage_reply(status: StatusCode) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        )],
+        Bytes::from_static(GARBAGE_BODY),
+    )
+        .into_response()
+}
+
+/// The response with only the first half of its body, framed as complete: its `Content-Length`
+/// announces the half that is sent, so the client reads a whole HTTP answer whose JSON ends early.
+async fn truncated(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    // The body is this server's own response, already bounded by what its handlers produce.
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let kept = bytes.slice(..bytes.len() / 2);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(kept.len()));
+    Response::from_parts(parts, Body::from(kept))
 }
 
 /// A non-CloudKit HTML page, as a reverse proxy or captive portal answers.
@@ -858,6 +947,48 @@ mod tests {
     }
 
     #[test]
+    fn a_garbage_fault_defaults_to_200_and_a_truncation_runs_the_request() {
+        let plan = plan_of(serde_json::json!({"operation": "*", "garbageBody": true})).unwrap();
+        assert_eq!(
+            plan.action,
+            FaultAction::Garbage {
+                status: StatusCode::OK
+            }
+        );
+        let plan =
+            plan_of(serde_json::json!({"operation": "*", "garbageBody": true, "status": 503}))
+                .unwrap();
+        assert_eq!(
+            plan.action,
+            FaultAction::Garbage {
+                status: StatusCode::SERVICE_UNAVAILABLE
+            }
+        );
+        let plan = plan_of(serde_json::json!({"operation": "changes/zone", "truncatedJson": true}))
+            .unwrap();
+        assert_eq!(plan.action, FaultAction::TruncatedJson);
+        assert!(serde_json::from_slice::<serde_json::Value>(GARBAGE_BODY).is_err());
+    }
+
+    #[test]
+    fn the_courier_is_faulted_only_by_its_own_name() {
+        assert_eq!(
+            faultable_operation("/_courier/abc123").as_deref(),
+            Some(COURIER_OPERATION)
+        );
+        assert_eq!(faultable_operation("/_courier/"), None);
+        assert_eq!(faultable_operation("/_courier/a/b"), None);
+        assert_eq!(
+            faultable_operation("/database/1/c/development/private/zones/list").as_deref(),
+            Some("zones/list")
+        );
+        assert!(operation_matches(COURIER_OPERATION, COURIER_OPERATION));
+        assert!(!operation_matches("*", COURIER_OPERATION));
+        assert!(operation_matches("*", "zones/list"));
+        assert!(!operation_matches(COURIER_OPERATION, "zones/list"));
+    }
+
+    #[test]
     fn contradictory_or_empty_specs_are_refused() {
         for bad in [
             serde_json::json!({"operation": "*"}),
@@ -866,6 +997,10 @@ mod tests {
             serde_json::json!({"operation": "records modify", "delayMs": 1}),
             serde_json::json!({"operation": "*", "htmlBody": true, "dropConnection": true}),
             serde_json::json!({"operation": "*", "serverErrorCode": "THROTTLED", "htmlBody": true}),
+            serde_json::json!({"operation": "*", "garbageBody": true, "truncatedJson": true}),
+            serde_json::json!({"operation": "*", "truncatedJson": true, "dropConnection": true}),
+            serde_json::json!({"operation": "*", "truncatedJson": true, "status": 200}),
+            serde_json::json!({"operation": "*", "garbageBody": true, "retryAfter": 1}),
             serde_json::json!({"operation": "*", "dropConnection": true, "retryAfter": 2}),
             serde_json::json!({"operation": "*", "delayMs": 10, "status": 503}),
             serde_json::json!({"operation": "*", "serverErrorCode": "THROTTLED", "status": 99}),
@@ -1159,6 +1294,54 @@ mod tests {
                 .await
                 .unwrap();
             assert!(String::from_utf8_lossy(&bytes).contains("502 Bad Gateway"));
+            assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_err());
+            assert_eq!(calls.load(Ordering::SeqCst), 0);
+        }
+
+        #[tokio::test]
+        async fn a_truncated_answer_runs_the_request_and_sends_half_its_body_whole() {
+            let faults = Faults::default();
+            let (router, calls) = app(&faults);
+            arm(
+                &faults,
+                serde_json::json!({"operation": "records/modify", "truncatedJson": true}),
+            );
+            let response = send(&router, "POST", MODIFY, "{}").await;
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "the request must have run");
+            assert_eq!(response.status(), StatusCode::OK);
+            let half = ANSWER.len() / 2;
+            assert_eq!(
+                response.headers()[header::CONTENT_LENGTH],
+                half.to_string().as_str()
+            );
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("the body ends cleanly");
+            assert_eq!(&bytes[..], &ANSWER.as_bytes()[..half]);
+            let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
+            assert!(parsed.is_err_and(|e| e.is_eof()), "the JSON must end early");
+        }
+
+        #[tokio::test]
+        async fn a_garbage_answer_is_not_json_and_does_not_run_the_request() {
+            let faults = Faults::default();
+            let (router, calls) = app(&faults);
+            arm(
+                &faults,
+                serde_json::json!({"operation": "*", "garbageBody": true}),
+            );
+            let response = send(&router, "POST", MODIFY, "{}").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(
+                response.headers()[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/json")
+            );
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(&bytes[..], GARBAGE_BODY);
             assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_err());
             assert_eq!(calls.load(Ordering::SeqCst), 0);
         }

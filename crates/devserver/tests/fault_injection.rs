@@ -1,6 +1,7 @@
 //! Fault injection over real HTTP: faults armed with `POST /_dev/faults` hit the next K requests to
-//! their operation with an error, a delay, a dropped connection or an HTML page, then disarm, and the
-//! server serves normally afterwards.
+//! their operation with an error, a delay, a dropped connection, a truncated answer, an HTML page or
+//! a body that is not JSON, then disarm, and the server serves normally afterwards. The courier's
+//! long polls are faulted only by name.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -166,6 +167,144 @@ async fn an_html_fault_answers_a_proxy_page_instead_of_json() {
     assert_eq!(portal.status(), StatusCode::OK);
     assert!(serde_json::from_str::<Value>(&portal.text().await.unwrap()).is_err());
     h.assert_lists_default_zone(AFTER).await;
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_truncated_answer_is_complete_http_with_json_cut_short_and_the_write_happens() {
+    let h = Harness::start().await;
+    h.arm_fault(json!({"operation": "records/modify", "truncatedJson": true}))
+        .await;
+    let url = h.url_as(&h.token, "private", "records/modify");
+    let response = h
+        .respond(
+            Method::POST,
+            &url,
+            &[],
+            Some(create_note("truncated-1").to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let announced: usize = response.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The HTTP answer is whole: every announced byte arrives and the body ends cleanly.
+    let body = response.bytes().await.expect("a complete HTTP response");
+    assert_eq!(body.len(), announced);
+    let parsed = serde_json::from_slice::<Value>(&body);
+    assert!(
+        parsed.as_ref().is_err_and(serde_json::Error::is_eof),
+        "the JSON must end early: {parsed:?} from {:?}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        body.starts_with(b"{"),
+        "{:?}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // The request ran: the record is there, and the next answer is whole again.
+    let lookup = h
+        .post(
+            "records/lookup",
+            json!({"records": [{"recordName": "truncated-1"}], "zoneID": {"zoneName": "_defaultZone"}}),
+        )
+        .await;
+    assert_eq!(lookup.status, StatusCode::OK);
+    assert!(
+        lookup.body["records"][0]["recordChangeTag"].is_string(),
+        "{}",
+        lookup.body
+    );
+    assert!(h.armed_faults().await.is_empty());
+    h.assert_lists_default_zone(AFTER).await;
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_a_200_that_is_not_json_and_nothing_runs() {
+    let h = Harness::start().await;
+    h.arm_fault(json!({"operation": "records/modify", "garbageBody": true}))
+        .await;
+    let url = h.url_as(&h.token, "private", "records/modify");
+    let response = h
+        .respond(
+            Method::POST,
+            &url,
+            &[],
+            Some(create_note("garbage-1").to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body = response.bytes().await.unwrap();
+    assert!(serde_json::from_slice::<Value>(&body).is_err(), "{body:?}");
+
+    // Nothing ran: the record is not there.
+    let lookup = h
+        .post(
+            "records/lookup",
+            json!({"records": [{"recordName": "garbage-1"}], "zoneID": {"zoneName": "_defaultZone"}}),
+        )
+        .await;
+    assert_eq!(
+        lookup.body["records"][0]["serverErrorCode"], "NOT_FOUND",
+        "{}",
+        lookup.body
+    );
+    h.assert_lists_default_zone(AFTER).await;
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_courier_is_faulted_by_name_and_never_by_the_wildcard() {
+    let h = Harness::start().await;
+    let tokens_create = h.tokens_url_as(&h.token, "create");
+    let created = h
+        .send_raw(
+            Method::POST,
+            &tokens_create,
+            Some(br#"{"apnsEnvironment":"development"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let courier_url = format!(
+        "{}?timeout=1",
+        created.body["webcourierURL"].as_str().unwrap()
+    );
+
+    // A wildcard fault is for CloudKit operations: a quiet poll still times out empty.
+    h.arm_fault(json!({"operation": "*", "serverErrorCode": "INTERNAL_ERROR"}))
+        .await;
+    let quiet = h.send_raw(Method::GET, &courier_url, None).await;
+    assert_eq!(quiet.status, StatusCode::OK, "{}", quiet.body);
+    assert_eq!(quiet.body["notifications"], json!([]));
+    assert_eq!(h.armed_faults().await.len(), 1, "the courier took no fault");
+    h.send_raw(Method::DELETE, &h.faults_url(), None).await;
+
+    // Named, it hits the next polls: an error, then a page that is not JSON.
+    h.arm_fault(json!({"operation": "courier", "serverErrorCode": "THROTTLED", "retryAfter": 2}))
+        .await;
+    h.arm_fault(json!({"operation": "courier", "garbageBody": true}))
+        .await;
+    let throttled = h.send_raw(Method::GET, &courier_url, None).await;
+    throttled.assert_cloudkit_error(StatusCode::TOO_MANY_REQUESTS, "THROTTLED", "courier");
+    assert_eq!(throttled.body["retryAfter"], 2);
+    let garbage = h.respond(Method::GET, &courier_url, &[], None).await;
+    assert_eq!(garbage.status(), StatusCode::OK);
+    assert!(serde_json::from_slice::<Value>(&garbage.bytes().await.unwrap()).is_err());
+    let served = h.send_raw(Method::GET, &courier_url, None).await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+    assert!(h.armed_faults().await.is_empty());
     h.server.shutdown().await.unwrap();
 }
 
@@ -340,6 +479,8 @@ async fn bad_fault_requests_get_cloudkit_errors_and_arm_nothing() {
         "{\"operation\": \"zones/list\"}",
         "{\"operation\": \"zones/list\", \"count\": 0, \"delayMs\": 5}",
         "{\"operation\": \"zones/list\", \"htmlBody\": true, \"dropConnection\": true}",
+        "{\"operation\": \"zones/list\", \"garbageBody\": true, \"truncatedJson\": true}",
+        "{\"operation\": \"zones/list\", \"truncatedJson\": true, \"status\": 500}",
         "{\"operation\": \"zones/list\", \"serverErrorCode\": \"THROTTLED\", \"retryAfer\": 2}",
     ] {
         let answer = h

@@ -168,6 +168,54 @@ fn every_known_code_is_classified_as_the_design_says() {
     }
 }
 
+/// A number for each variant, from 0 up, and `None` for the catch-all. The match names every
+/// variant and has no wildcard, so a new variant does not compile until it is numbered here: give
+/// it the next number, raise [`VARIANTS`], and the test below fails until the variant is in
+/// [`ServerErrorCode::KNOWN`].
+fn number_of(code: &C) -> Option<usize> {
+    Some(match code {
+        C::AccessDenied => 0,
+        C::AtomicError => 1,
+        C::AuthenticationFailed => 2,
+        C::AuthenticationRequired => 3,
+        C::BadRequest => 4,
+        C::Conflict => 5,
+        C::Exists => 6,
+        C::InternalError => 7,
+        C::NotFound => 8,
+        C::QuotaExceeded => 9,
+        C::Throttled => 10,
+        C::TryAgainLater => 11,
+        C::ValidatingReferenceError => 12,
+        C::ZoneNotFound => 13,
+        C::UniqueFieldError => 14,
+        C::ZoneBusy => 15,
+        C::LimitExceeded => 16,
+        C::ChangeTokenExpired => 17,
+        C::Other(_) => return None,
+    })
+}
+
+/// How many variants `number_of` numbers: its highest number plus one.
+const VARIANTS: usize = 18;
+
+#[test]
+fn the_list_of_known_codes_holds_every_variant_once() {
+    // Tests (the fault matrix among them) iterate `KNOWN` to cover every code: a variant missing
+    // from it would be parsed as `Other` and never tested.
+    let mut numbers: Vec<usize> = C::KNOWN
+        .iter()
+        .map(|code| number_of(code).unwrap_or_else(|| panic!("{code} is the catch-all")))
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (0..VARIANTS).collect::<Vec<_>>(),
+        "ServerErrorCode::KNOWN must list every variant once (numbered as in `number_of`)"
+    );
+    assert_eq!(number_of(&C::Other("SOMETHING_NEW".into())), None);
+}
+
 #[test]
 fn an_unknown_code_is_kept_verbatim_and_is_fatal() {
     let body: ErrorBody = serde_json::from_str(

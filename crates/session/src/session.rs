@@ -165,6 +165,9 @@ pub enum SessionMsg {
     SyncNow,
     /// A notification said a zone changed.
     RemoteChanged(ZoneId),
+    /// The notification courier failed for good: the notifications are set up again, or the
+    /// engine halts, as the error table says for this error.
+    NotificationsFailed(CloudError),
     /// Leave a halt and sync again.
     Resume(RpcReplyPort<()>),
     /// Diagnostics, with the liveness verdict.
@@ -203,6 +206,7 @@ impl std::fmt::Debug for SessionMsg {
             SessionMsg::LocalChanged => "LocalChanged",
             SessionMsg::SyncNow => "SyncNow",
             SessionMsg::RemoteChanged(_) => "RemoteChanged",
+            SessionMsg::NotificationsFailed(_) => "NotificationsFailed",
             SessionMsg::Resume(_) => "Resume",
             SessionMsg::Diagnostics(_) => "Diagnostics",
             SessionMsg::DeleteAllRemoteData(_) => "DeleteAllRemoteData",
@@ -293,6 +297,9 @@ pub struct SessionState {
     /// CONFLICT answers to `records/modify` in a row, per record (forgotten once the server
     /// confirms the record, or the conflict ends without a re-send).
     conflicts_in_a_row: HashMap<RecordId, u32>,
+    /// A change of the send being applied that failed in passing (throttled or transient): the
+    /// send is then retried as the error table says instead of counted a success.
+    passing_item_failure: Option<CloudError>,
 }
 
 /// The session actor. Spawn it through the [`crate::Engine`].
@@ -353,6 +360,7 @@ impl Actor for SessionActor {
             feed_pages: HashMap::new(),
             held_back: BTreeSet::new(),
             conflicts_in_a_row: HashMap::new(),
+            passing_item_failure: None,
         };
         state.step(&myself).await;
         Ok(state)
@@ -396,6 +404,16 @@ impl Actor for SessionActor {
             SessionMsg::RemoteChanged(zone) => {
                 state.fetch_wanted = true;
                 state.unfetched.insert(zone);
+            }
+            SessionMsg::NotificationsFailed(error) => {
+                // The channel is gone: changes may have gone unnoticed, and a new one is set up
+                // (`tokens/create`) as a failed attempt of the operation that made it.
+                state.notifications_started = false;
+                state.notification_task = None;
+                state.fetch_wanted = true;
+                let op = Operation::EnsureNotifications;
+                let key = op.retry_key();
+                state.on_request_failed(&myself, &op, &key, error).await;
             }
             SessionMsg::Resume(reply) => {
                 if !matches!(
@@ -701,14 +719,24 @@ impl SessionState {
             self.offline = false;
         }
         self.applying = summary.batch_id;
-        let succeeded = self.apply(myself, &op, answer).await;
+        let applied = self.apply(myself, &op, answer).await;
+        let passing = self.passing_item_failure.take();
+        let succeeded = applied && passing.is_none();
         if succeeded {
             let _ = self.c.throttle.report(key.clone(), Outcome::Success).await;
             self.attempts.remove(key.as_str());
             self.loops.record_success(&key.as_str().to_owned());
         }
+        let retried = passing.is_some();
+        if let Some(error) = passing {
+            // What went through is confirmed; the changes that failed in passing stay pending,
+            // and the send waits and counts as the error table says for their failure.
+            self.on_request_failed(myself, &op, &key, error).await;
+        }
         let outcome = if succeeded {
             labels::outcome::OK
+        } else if retried && self.halt.is_none() {
+            labels::outcome::RETRY
         } else {
             labels::outcome::HALTED
         };
@@ -726,7 +754,7 @@ impl SessionState {
         key: &OperationId,
         error: CloudError,
     ) {
-        let class = error.class();
+        let class = class_for(op, &error);
         tracing::warn!(error = %error, ?class, kind = %op.kind(), "operation failed");
         if let CloudError::ResponseTooLarge {
             cap,
@@ -758,7 +786,7 @@ impl SessionState {
                     self.metrics.loop_detected(kind, &report);
                     self.loops_detected += 1;
                 }
-                if let Some(outcome) = Outcome::from_cloud_error(&error)
+                if let Some(outcome) = throttle_outcome(&error, class)
                     && let Ok(RetryVerdict::Exhausted {
                         failures,
                         last_error,
@@ -921,7 +949,7 @@ impl SessionState {
                 self.apply_zone_page(page, asked).await
             }
             Answer::Sent(batch, outcomes) => {
-                self.apply_sent(batch, outcomes).await;
+                self.passing_item_failure = self.apply_sent(batch, outcomes).await;
                 true
             }
             Answer::Looked(outcomes) => {
@@ -931,7 +959,17 @@ impl SessionState {
                 for outcome in outcomes {
                     let (id, server) = match outcome {
                         LookupOutcome::Found(record) => (record.id.clone(), Some(record)),
-                        LookupOutcome::NotFound(id) => (id, None),
+                        LookupOutcome::NotFound(id) => {
+                            // A record this device created (its change carries no tag) that the
+                            // server does not hold was never deleted there: there is nothing to
+                            // resolve, and the create goes again as it is.
+                            if let Ok(Some(entry)) = self.c.queue.entry(id.clone()).await
+                                && entry.change().change_tag().is_none()
+                            {
+                                continue;
+                            }
+                            (id, None)
+                        }
                         LookupOutcome::Failed { id, error } => {
                             tracing::warn!(record = %id, %error, "a conflicting record could not be read");
                             continue;
@@ -1031,9 +1069,15 @@ impl SessionState {
         }
     }
 
-    /// Every per-item outcome of a send.
-    async fn apply_sent(&mut self, batch: Batch, outcomes: Vec<ModifyOutcome>) {
+    /// Every per-item outcome of a send. Answers the failure of a change that failed in passing
+    /// (a throttled one first: it carries the server's deadline), if any did.
+    async fn apply_sent(
+        &mut self,
+        batch: Batch,
+        outcomes: Vec<ModifyOutcome>,
+    ) -> Option<CloudError> {
         let zone = batch.zone().cloned();
+        let mut passing: Option<CloudError> = None;
         let mut confirmed = Vec::new();
         let mut confirmed_ids = Vec::new();
         let (mut saved, mut deleted) = (0, 0);
@@ -1083,7 +1127,14 @@ impl SessionState {
                     }
                 },
                 ModifyOutcome::Failed { id, error } => {
-                    self.on_item_failed(id, sent.seq, &sent.change, error).await;
+                    if let Some(failure) =
+                        self.on_item_failed(id, sent.seq, &sent.change, error).await
+                        && passing
+                            .as_ref()
+                            .is_none_or(|kept| kept.class() != ErrorClass::Throttled)
+                    {
+                        passing = Some(failure);
+                    }
                 }
             }
         }
@@ -1111,15 +1162,18 @@ impl SessionState {
                 deleted,
             });
         }
+        passing
     }
 
+    /// One change of a send failed: acts on it as the error table says, and answers the error if
+    /// the change failed in passing (it stays pending and the send is retried after the wait).
     async fn on_item_failed(
         &mut self,
         id: RecordId,
         seq: skysync_queue::ChangeSeq,
         change: &PendingChange,
         error: CloudError,
-    ) {
+    ) -> Option<CloudError> {
         let code = error.server_code().cloned();
         match error.class() {
             // NOT_FOUND on an update of a record that had a tag: the server deleted it.
@@ -1149,10 +1203,17 @@ impl SessionState {
                 operation: "send".into(),
                 error: error_brief(&error),
             }),
-            // An innocent of a failed atomic batch, or a passing failure: it stays pending and
-            // goes out again with the next batch.
-            _ => {}
+            // Throttled, transient (an innocent of a failed atomic batch too), or an expired
+            // token, which no change carries: it stays pending and goes out again with the next
+            // batch, after the wait its failure calls for.
+            ErrorClass::Throttled
+            | ErrorClass::Transient
+            | ErrorClass::Offline
+            | ErrorClass::TokenExpired => return Some(error),
+            // A conflict comes as its own outcome, with or without the server's copy.
+            ErrorClass::Conflict => {}
         }
+        None
     }
 
     async fn park_batch(&mut self, batch: &Batch, reason: &str) {
@@ -1421,6 +1482,12 @@ impl SessionState {
 
     fn halt(&mut self, reason: HaltReason) {
         tracing::warn!(reason = %reason, "sync halted");
+        if let Some(in_flight) = self.in_flight.take() {
+            // The halt came from outside the operation still out (the courier, a component):
+            // it is abandoned, so that no request goes out while halted. Nothing of it was
+            // committed; it is redone after the resume.
+            in_flight.task.abort();
+        }
         self.metrics.halt(reason.kind());
         let halt = Halt { reason };
         let _ = self.events.send(SyncEvent::Halted(halt.clone()));
@@ -1629,18 +1696,55 @@ fn forward_notifications(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(signal) = signals.next_signal().await {
-            let Ok(signal) = signal else {
-                // The courier failed for good; the periodic fetch carries on.
-                return;
+            let message = match signal {
+                Ok(signal) => SessionMsg::RemoteChanged(signal.zone),
+                // The courier failed for good (it retries passing failures itself): the
+                // session decides what follows, and this forwarder ends.
+                Err(error) => {
+                    let _ = session.send_message(SessionMsg::NotificationsFailed(error));
+                    return;
+                }
             };
-            if session
-                .send_message(SessionMsg::RemoteChanged(signal.zone))
-                .is_err()
-            {
+            if session.send_message(message).is_err() {
                 return;
             }
         }
     })
+}
+
+/// The row of the error table the session follows for `error`, answered to `op`. An answer that
+/// cannot apply to the operation is a passing failure (transient): too large from a request with
+/// no batch to split, ZONE_NOT_FOUND from a request about no zone, an expired token from a request
+/// that carries none. Redone at once, uncounted, it would be sent for ever to a server that keeps
+/// answering it.
+fn class_for(op: &Operation, error: &CloudError) -> ErrorClass {
+    match (error.class(), op) {
+        (ErrorClass::TooLarge, Operation::Send(_)) => ErrorClass::TooLarge,
+        (ErrorClass::ZoneGone, op) if op.zone().is_some() => ErrorClass::ZoneGone,
+        (ErrorClass::TokenExpired, Operation::FetchZone { .. } | Operation::FetchDatabase(_)) => {
+            ErrorClass::TokenExpired
+        }
+        (ErrorClass::TooLarge | ErrorClass::ZoneGone | ErrorClass::TokenExpired, _) => {
+            ErrorClass::Transient
+        }
+        (class, _) => class,
+    }
+}
+
+/// What the throttle is told of a failure the session handles as `class` (throttled, transient
+/// or offline).
+fn throttle_outcome(error: &CloudError, class: ErrorClass) -> Option<Outcome> {
+    match (Outcome::from_cloud_error(error), error) {
+        (Some(outcome), _) => Some(outcome),
+        // A server code whose own class does not apply to the operation: a passing failure.
+        (None, CloudError::Server(e)) if class == ErrorClass::Transient => {
+            Some(Outcome::transient(
+                e.retry_after,
+                format!("{} (HTTP {})", e.code, e.http_status),
+            ))
+        }
+        (None, _) => None,
+    }
 }
 
 /// The label of an error class.

@@ -48,10 +48,17 @@ async fn poll_until_fatal(
                     }
                 }
             }
+            // A poll has no batch to split, no zone and no sync token: an answer about one of
+            // those cannot apply to it and passes like a transient one.
             Err(error)
                 if matches!(
                     error.class(),
-                    ErrorClass::Throttled | ErrorClass::Transient | ErrorClass::Offline
+                    ErrorClass::Throttled
+                        | ErrorClass::Transient
+                        | ErrorClass::Offline
+                        | ErrorClass::TooLarge
+                        | ErrorClass::ZoneGone
+                        | ErrorClass::TokenExpired
                 ) =>
             {
                 failures = failures.saturating_add(1);

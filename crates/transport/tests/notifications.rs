@@ -1,5 +1,5 @@
-//! The notification poller against a scripted courier on 127.0.0.1: it retries transient failures,
-//! ends the stream after a fatal one, sends no credentials to the courier, and stops polling (closing
+//! The notification poller against a scripted courier on 127.0.0.1: it retries transient failures
+//! (and answers that cannot apply to a poll), ends the stream after a fatal one, sends no credentials to the courier, and stops polling (closing
 //! its open long-poll) when the stream is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -82,6 +82,27 @@ async fn transient_courier_failures_are_retried_and_the_signal_still_arrives() {
         seen[5].closed_by_client,
         "dropping the stream closes the open long-poll"
     );
+}
+
+#[tokio::test]
+async fn answers_that_cannot_apply_to_a_poll_are_retried_like_transient_ones() {
+    let (base, served, mut arrivals) = capture_with_arrivals(vec![
+        Canned::ok(TOKEN_CREATED),
+        Canned::ok(TOKEN_REGISTERED),
+        Canned::json(413, r#"{"serverErrorCode":"LIMIT_EXCEEDED"}"#),
+        Canned::json(404, r#"{"serverErrorCode":"ZONE_NOT_FOUND"}"#),
+        Canned::json(410, r#"{"serverErrorCode":"CHANGE_TOKEN_EXPIRED"}"#),
+        Canned::ok(ONE_NOTIFICATION),
+        Canned::hold(),
+    ])
+    .await;
+    let mut signals = client(&base).notifications().await.unwrap();
+    let signal = next(signals.next_signal()).await.unwrap();
+    assert_eq!(signal.unwrap().zone, ZoneId::new("Notes"));
+    while next(arrivals.recv()).await.unwrap() < 6 {}
+    drop(signals);
+    let seen = served.await.unwrap();
+    assert_eq!(seen.len(), 7, "three refused polls, one answered, one open");
 }
 
 #[tokio::test]

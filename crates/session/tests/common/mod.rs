@@ -271,3 +271,93 @@ pub fn contents(
 pub fn is_idle(d: &Diagnostics) -> bool {
     d.status == Status::Idle
 }
+
+/// A TCP gate in front of a server, on 127.0.0.1: it forwards every connection while open, and
+/// when closed it cuts the connections it carries and refuses new ones (the port stays reserved,
+/// bound but not listening, so the kernel answers a connect with a reset: "connection refused").
+/// Opening it again listens on the same port.
+pub struct Gate {
+    addr: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<GateState>>,
+}
+
+#[derive(Default)]
+struct GateState {
+    accepting: Option<tokio::task::JoinHandle<()>>,
+    /// The socket that keeps the port while the gate is closed.
+    reserved: Option<tokio::net::TcpSocket>,
+    connections: Vec<tokio::task::AbortHandle>,
+}
+
+impl Gate {
+    /// An open gate forwarding to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> Gate {
+        let socket = Gate::socket();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let gate = Gate {
+            addr,
+            upstream,
+            state: std::sync::Arc::default(),
+        };
+        gate.listen(socket);
+        gate
+    }
+
+    /// The gate's root URL, `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Cuts every connection through the gate and refuses new ones until [`Gate::open`].
+    pub fn close(&self) {
+        // Reserve the port before the listener goes (both sockets allow port reuse), so that no
+        // other process can take it while the gate is closed.
+        let reserved = Gate::socket();
+        reserved.bind(self.addr).unwrap();
+        let mut state = self.state.lock().unwrap();
+        if let Some(accepting) = state.accepting.take() {
+            accepting.abort();
+        }
+        for connection in state.connections.drain(..) {
+            connection.abort();
+        }
+        state.reserved = Some(reserved);
+    }
+
+    /// Listens again on the same port.
+    pub fn open(&self) {
+        let reserved = self.state.lock().unwrap().reserved.take();
+        if let Some(socket) = reserved {
+            self.listen(socket);
+        }
+    }
+
+    fn socket() -> tokio::net::TcpSocket {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket
+    }
+
+    fn listen(&self, socket: tokio::net::TcpSocket) {
+        let listener = socket.listen(64).unwrap();
+        let upstream = self.upstream;
+        let state = std::sync::Arc::clone(&self.state);
+        let accepting = tokio::spawn(async move {
+            // Ends when the gate closes (the task is aborted) or the listener fails.
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let forwarding = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut state = state.lock().unwrap();
+                state.connections.retain(|c| !c.is_finished());
+                state.connections.push(forwarding.abort_handle());
+            }
+        });
+        self.state.lock().unwrap().accepting = Some(accepting);
+    }
+}
