@@ -36,7 +36,7 @@ pub use skysync_model::{
 };
 pub use skysync_session::{
     AccountChangePolicy, Diagnostics, Engine, EngineBuilder, EngineError, Halt, HaltReason,
-    SchemaGuard, SessionConfig, Status, SyncEvent,
+    MisbehaviorKind, SchemaGuard, ServerMisbehavior, SessionConfig, Status, SyncEvent,
 };
 pub use skysync_throttle::ThrottleConfig;
 pub use skysync_transport::{Auth, CloudKitClient, DatabaseScope, Environment};
