@@ -438,7 +438,11 @@ pub enum NetworkFailure {
     /// The connection could not be made (refused, no route, DNS failure, connect timeout): the
     /// device is offline as far as this server is concerned.
     Connect,
-    /// Connected, but no complete answer within the time limit.
+    /// Connected and sent, but not a byte of an answer arrived within the time limit: as far as
+    /// this device can tell the server is unreachable (a black-holed network, a captive portal
+    /// that never answers), so it counts as offline, like a refused connection.
+    NoAnswer,
+    /// An answer began to arrive but did not complete within the time limit.
     Timeout,
     /// The connection broke mid-request or mid-response.
     Reset,
@@ -450,6 +454,7 @@ impl fmt::Display for NetworkFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             NetworkFailure::Connect => "could not connect",
+            NetworkFailure::NoAnswer => "no answer in time",
             NetworkFailure::Timeout => "timed out",
             NetworkFailure::Reset => "connection lost",
             NetworkFailure::Other => "transport failure",
@@ -512,7 +517,7 @@ impl CloudError {
         match self {
             CloudError::Server(e) => e.class(),
             CloudError::Network {
-                kind: NetworkFailure::Connect,
+                kind: NetworkFailure::Connect | NetworkFailure::NoAnswer,
                 ..
             } => ErrorClass::Offline,
             CloudError::Network { .. }
@@ -543,7 +548,7 @@ impl CloudError {
         match self {
             CloudError::Server(e) => e.code.ck_error_code(),
             CloudError::Network {
-                kind: NetworkFailure::Connect,
+                kind: NetworkFailure::Connect | NetworkFailure::NoAnswer,
                 ..
             } => CkErrorCode::NetworkUnavailable,
             CloudError::Network {

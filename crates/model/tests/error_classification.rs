@@ -242,6 +242,15 @@ fn transport_failures_are_transient_or_offline_and_incompatible_data_is_fatal() 
         A::Offline,
         "no connection is offline, not a failure"
     );
+    let silent = CloudError::Network {
+        kind: NetworkFailure::NoAnswer,
+        detail: "no answer within 30 s".into(),
+    };
+    assert_eq!(
+        silent.class(),
+        A::Offline,
+        "not a byte of an answer in time: the server is unreachable as far as we can tell"
+    );
     for kind in [
         NetworkFailure::Timeout,
         NetworkFailure::Reset,

@@ -270,6 +270,10 @@ enum Reaction {
 fn expected(step: Step, fault: &Fault) -> Reaction {
     match fault {
         Fault::Refused => Reaction::Offline,
+        // Not a byte of an answer in time: as far as the device can tell, the server is
+        // unreachable (DESIGN's "timeout before any byte"). A courier poll that hears nothing is
+        // the courier's own business.
+        Fault::Timeout if step != Step::Courier => Reaction::Offline,
         Fault::Reset | Fault::Timeout | Fault::TruncatedJson | Fault::HtmlPage | Fault::Garbage => {
             match step {
                 Step::Courier => Reaction::CourierRetries,

@@ -10,7 +10,7 @@ use crate::database::{
     ZoneNotifications,
 };
 use crate::error::TransportError;
-use crate::response::{RawResponse, network_error};
+use crate::response::{RawResponse, send_error};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, Url};
 use serde::Serialize;
@@ -457,7 +457,7 @@ impl CloudKitClient {
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, JSON_CONTENT_TYPE).body(body);
         }
-        let mut response = request.send().await.map_err(network_error)?;
+        let mut response = request.send().await.map_err(send_error)?;
         let status = response.status().as_u16();
         tracing::Span::current().record("status", status);
         self.take_up_rotated_token(response.headers());

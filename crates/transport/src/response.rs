@@ -155,6 +155,20 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     format!("{how} at line {} column {}", e.line(), e.column())
 }
 
+/// A failure of sending a request and waiting for its answer to begin: a timeout here means not a
+/// byte of an answer arrived ([`NetworkFailure::NoAnswer`], offline); anything else is as
+/// [`network_error`] says.
+pub(crate) fn send_error(error: reqwest::Error) -> CloudError {
+    if error.is_timeout() {
+        CloudError::Network {
+            kind: NetworkFailure::NoAnswer,
+            detail: describe_chain(&error.without_url()),
+        }
+    } else {
+        network_error(error)
+    }
+}
+
 /// A reqwest failure as the model's network error. The URL (which carries tokens) is stripped and
 /// the cause chain kept.
 pub(crate) fn network_error(error: reqwest::Error) -> CloudError {

@@ -770,7 +770,7 @@ async fn rejected_credentials_and_a_full_quota_are_fatal() {
 }
 
 #[tokio::test]
-async fn an_answer_slower_than_the_request_timeout_is_a_network_timeout() {
+async fn an_answer_that_does_not_begin_within_the_request_timeout_is_no_answer_and_offline() {
     let server = server().await;
     let client = CloudKitClient::builder(CONTAINER, Auth::web("test-api-token", "user-one-token"))
         .base_url(server.base_url())
@@ -787,13 +787,13 @@ async fn an_answer_slower_than_the_request_timeout_is_a_network_timeout() {
         matches!(
             err,
             CloudError::Network {
-                kind: NetworkFailure::Timeout,
+                kind: NetworkFailure::NoAnswer,
                 ..
             }
         ),
         "{err:?}"
     );
-    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(err.class(), ErrorClass::Offline);
     server.shutdown().await.unwrap();
 }
 
