@@ -6,6 +6,22 @@ use redb::{Database, Durability};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The most memory redb may use to cache the file's pages: 16 MiB.
+///
+/// redb's own default is 1 GiB, and it keeps every page it reads or writes until that is full,
+/// so an engine's memory would grow with its data (a fetch of 100,000 records of 1 KB held
+/// about 300 MB). Past this cap, pages are read again from the file, which the operating system
+/// keeps cached; the B-trees' inner pages, which every lookup and insert goes through, stay well
+/// within it.
+pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A redb builder with the store's settings ([`STORE_CACHE_BYTES`]).
+fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(STORE_CACHE_BYTES);
+    builder
+}
+
 /// An open skysync database file: the redb [`Database`] (shared by the store and the queue actors)
 /// and the [`Mirror`] of its tables. Cloning shares the same open file.
 #[derive(Clone, Debug)]
@@ -31,7 +47,9 @@ impl StoreFile {
         if !path.exists() {
             create_whole(&path)?;
         }
-        let db = Database::create(&path).map_err(|e| open_error(&path, e.into()))?;
+        let db = builder()
+            .create(&path)
+            .map_err(|e| open_error(&path, e.into()))?;
         StoreFile::set_up(db, path)
     }
 
@@ -44,7 +62,7 @@ impl StoreFile {
         backend: impl redb::StorageBackend,
     ) -> Result<StoreFile, StoreError> {
         let path = file.into();
-        let db = redb::Builder::new()
+        let db = builder()
             .create_with_backend(backend)
             .map_err(|e| open_error(&path, e.into()))?;
         StoreFile::set_up(db, path)
@@ -139,7 +157,9 @@ fn create_whole(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(e)),
     }
-    let db = Database::create(&temporary).map_err(|e| open_error(&temporary, e.into()))?;
+    let db = builder()
+        .create(&temporary)
+        .map_err(|e| open_error(&temporary, e.into()))?;
     // Tables and format version, in one durable commit; then close the file.
     drop(StoreFile::set_up(db, temporary.clone())?);
     std::fs::rename(&temporary, path).map_err(io_error)?;

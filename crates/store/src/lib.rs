@@ -68,7 +68,7 @@ mod writer;
 
 pub use actor::{StoreActor, StoreConfig, StoreHandle, StoreMsg, StoreState};
 pub use error::StoreError;
-pub use file::StoreFile;
+pub use file::{STORE_CACHE_BYTES, StoreFile};
 pub use mirror::{Mirror, STORE_FORMAT_VERSION};
 pub use skysync_queue::TxnRead;
 pub use types::{

@@ -9,8 +9,8 @@ use redb::WriteTransaction;
 use skysync_model::{ChangeToken, Record, RecordId, Resolution, ZoneId};
 use skysync_queue::OutboxEntry;
 use skysync_store::{
-    ConfirmedChange, FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, StoreConfig,
-    StoreError, StoreFile, StoreHandle,
+    ConfirmedChange, FetchedPage, LocalChange, ResolveOutcome, ResolvedConflict, STORE_CACHE_BYTES,
+    StoreConfig, StoreError, StoreFile, StoreHandle,
 };
 use std::sync::mpsc;
 
@@ -655,4 +655,49 @@ async fn killed_store_and_queue_restart_together_behind_the_same_handles() {
     store.save(note("b", "after")).await.unwrap();
     assert_eq!(queue.depth().await.unwrap().pending, 2);
     supervisor.shutdown().await;
+}
+
+/// redb's default cache (1 GiB) keeps every page it touches: an engine's memory then grows with
+/// its data. The store caps it, so writing and reading back three times the cap of records leaves
+/// at most the cap in memory.
+#[test]
+fn the_page_cache_stays_within_its_cap_however_large_the_store() {
+    use redb::{Durability, ReadableDatabase};
+    let dir = tempfile::tempdir().unwrap();
+    let file = StoreFile::open(dir.path().join("large.redb")).unwrap();
+    let zone = ZoneId::new("Large");
+    let body = "x".repeat(1_000);
+    // Each save keeps about 2 KB: the record and its outbox entry.
+    let count = 3 * STORE_CACHE_BYTES / 2_000;
+    let mirror = file.mirror();
+    for start in (0..count).step_by(5_000) {
+        let mut txn = file.database().begin_write().unwrap();
+        txn.set_durability(Durability::None).unwrap();
+        for i in start..(start + 5_000).min(count) {
+            let record = Record::new(RecordId::new(zone.clone(), format!("r{i:06}")), "Note")
+                .with("body", body.as_str());
+            mirror.save(&txn, &record).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let txn = file.database().begin_read().unwrap();
+    let (mut read, mut after) = (0, None);
+    loop {
+        let page = mirror
+            .records_in_zone(&txn, &zone, after.as_ref(), 1_000)
+            .unwrap();
+        read += page.records.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(read, count);
+    let used = file.database().cache_stats().used_bytes();
+    // Zero would mean the counters are off, and the assertion below would prove nothing.
+    assert!(used > 0);
+    assert!(
+        used <= STORE_CACHE_BYTES,
+        "{used} bytes cached, over the cap of {STORE_CACHE_BYTES}"
+    );
 }
