@@ -603,6 +603,12 @@ impl SessionState {
             .cloned();
         if let Some(zone) = to_fetch {
             let token = self.c.store.change_token(zone.clone()).await.ok().flatten();
+            if token.is_none() {
+                // A fetch from no token returns the live records only, never a deletion: whatever
+                // is held here with a tag and not returned was deleted on the server. That holds
+                // however the token went (expired, or forgotten and then lost with a restart).
+                self.refetch_seen.entry(zone.clone()).or_default();
+            }
             return Some(Operation::FetchZone { zone, token });
         }
         match self.c.queue.next_batch_within(self.limits).await {
@@ -1116,6 +1122,23 @@ impl SessionState {
                                 record: *server,
                             });
                             saved += 1;
+                        } else if let PendingChange::Save(local) = &sent.change
+                            && self.is_merge_base(&id, &server).await
+                        {
+                            // The server holds the very copy this change was made on (a record
+                            // deleted and saved again here, whose create met the old life): nobody
+                            // changed it since, so there is nothing to resolve. The change goes
+                            // over it, with its tag.
+                            let _ = self
+                                .c
+                                .store
+                                .commit_resolution(ResolvedConflict {
+                                    id,
+                                    server: Some(*server),
+                                    local_seq: Some(sent.seq),
+                                    resolution: Resolution::Send(local.clone()),
+                                })
+                                .await;
                         } else {
                             self.count_conflict(&id);
                             let _ = self.c.store.record_conflict(id, Some(*server)).await;
@@ -1163,6 +1186,13 @@ impl SessionState {
             });
         }
         passing
+    }
+
+    /// Whether `server` is the record's merge base: the server copy the local change was made on.
+    async fn is_merge_base(&self, id: &RecordId, server: &Record) -> bool {
+        let base = self.c.store.merge_base(id.clone()).await.ok().flatten();
+        let base_tag = base.as_ref().and_then(Record::change_tag);
+        base_tag.is_some() && base_tag == server.change_tag()
     }
 
     /// One change of a send failed: acts on it as the error table says, and answers the error if

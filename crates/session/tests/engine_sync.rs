@@ -394,3 +394,30 @@ async fn a_notification_brings_another_devices_change_without_waiting_for_the_ti
     a.engine.shutdown().await;
     b.engine.shutdown().await;
 }
+
+/// A record deleted and saved again before the delete went out is a new life, sent as a create.
+/// The server still holds the old life, so the create meets `EXISTS` with the very copy the merge
+/// base holds: that is no conflict (nobody changed it since), and the new life is sent over it,
+/// whatever the resolver (server wins would otherwise keep the old life and drop the save).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_deleted_and_saved_again_before_syncing_ends_as_saved_even_when_the_server_wins() {
+    let server = server().await;
+    let a = Device::start_built(&server, "recreate", |builder| {
+        builder.resolver(skysync_conflict::ServerWins::default())
+    })
+    .await;
+    a.engine.save(note("n1", "first life")).await.unwrap();
+    wait_quiet(&a).await;
+    a.engine.delete(id("n1")).await.unwrap();
+    a.engine.save(note("n1", "second life")).await.unwrap();
+    wait_quiet(&a).await;
+    let on_server = server_records(&server, "recreate").await;
+    assert_eq!(
+        text(&on_server["n1"], "title").as_deref(),
+        Some("second life")
+    );
+    let local = a.engine.get(id("n1")).await.unwrap().unwrap();
+    assert_eq!(text(&local, "title").as_deref(), Some("second life"));
+    assert_eq!(local.change_tag(), on_server["n1"].change_tag());
+    a.engine.shutdown().await;
+}

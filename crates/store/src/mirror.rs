@@ -164,12 +164,15 @@ impl Mirror {
         let old = self.get_record(txn, &key)?;
         let system = match &old {
             Some(old) => old.system.clone(),
-            // Re-created after a local delete: while the delete is unconfirmed the server still has
-            // the record, so the save updates it; after, the server has none and the save creates it.
-            None => self
-                .take_tombstone(txn, &key)?
-                .filter(|t| t.state == TombstoneState::DeletePending)
-                .and_then(|t| t.system),
+            // Created again after a local delete: a new life, sent as a create. The delete may have
+            // reached the server already (even if its answer was lost), so an update of the old
+            // life could meet NOT_FOUND and lose the new one to the delete policy. The merge base
+            // (the last server copy) stays until the delete is confirmed: an `EXISTS` against that
+            // very copy is no conflict, and the session sends the new life over it.
+            None => {
+                self.take_tombstone(txn, &key)?;
+                None
+            }
         };
         let mut local = record.clone();
         local.system = system;
@@ -218,7 +221,9 @@ impl Mirror {
     ///
     /// - A record with a pending (or parked) local change is not overwritten (invariant 6): its
     ///   local copy and merge base stay, and a server side that differs from what the local edit
-    ///   was made on is stored as an [`OpenConflict`] (a newer copy, or the deletion).
+    ///   was made on is stored as an [`OpenConflict`] (a newer copy, or the deletion). A create (a
+    ///   save without a change tag) was made on no server copy, so a deletion is no conflict with
+    ///   it: the record was created again here after an earlier life ended, and the create goes out.
     /// - A record deleted locally is not brought back by a stale copy (invariant 5): its pending
     ///   delete takes the newer change tag and the newer copy is an open conflict for the
     ///   resolver's delete policy. Once the delete was confirmed, a copy with another change tag is
@@ -317,9 +322,14 @@ impl Mirror {
                 }
                 continue;
             }
-            if self.outbox.entry(txn, id)?.is_some() {
-                self.put_conflict(txn, &key, id, None)?;
-                outcome.conflicts.push(id.clone());
+            if let Some(entry) = self.outbox.entry(txn, id)? {
+                // A create (a save without a change tag) was made on no server copy: the deletion
+                // of an earlier life of the record is no conflict with it, and sending it creates
+                // the record anew.
+                if !is_create(entry.change()) {
+                    self.put_conflict(txn, &key, id, None)?;
+                    outcome.conflicts.push(id.clone());
+                }
                 continue;
             }
             if self.remove_record(txn, &key)?.is_some() {
@@ -349,7 +359,9 @@ impl Mirror {
     /// Stores the server side of a conflict that a send revealed (`CONFLICT` or `EXISTS` with the
     /// server's copy, or `NOT_FOUND` on an update: `server` is `None`), so that it survives a crash
     /// until it is resolved. Nothing is stored if the record no longer has an outbox entry (its
-    /// change was acknowledged or the zone removed meanwhile). Returns whether it was stored.
+    /// change was acknowledged or the zone removed meanwhile), nor for no server copy against a
+    /// create (a create is made on no server copy, so its absence is no conflict). Returns whether
+    /// it was stored.
     pub fn record_conflict(
         &self,
         txn: &WriteTransaction,
@@ -370,7 +382,11 @@ impl Mirror {
                 });
             }
         }
-        if self.outbox.entry(txn, id)?.is_none() {
+        let Some(entry) = self.outbox.entry(txn, id)? else {
+            return Ok(false);
+        };
+        // No server copy against a create: nothing to reconcile (see `apply_fetched`).
+        if server.is_none() && is_create(entry.change()) {
             return Ok(false);
         }
         let key = self.record_key(id)?;
@@ -1247,4 +1263,9 @@ fn validate_record(record: &Record) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Whether a pending change is a create: a save without a change tag, made on no server copy.
+fn is_create(change: &PendingChange) -> bool {
+    matches!(change, PendingChange::Save(record) if record.system.is_none())
 }

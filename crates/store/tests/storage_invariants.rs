@@ -467,6 +467,49 @@ async fn invariant_5_a_recreation_after_a_confirmed_delete_arrives() {
     engine.stop().await;
 }
 
+/// Invariant 5, seen from the other side: a record deleted here (the delete confirmed) and then
+/// created here again is a new life, based on no server copy. A fetch from before the delete
+/// reports the old life's deletion; that is no conflict with the new life, which must not be
+/// dropped (it was: a returned save lost, found by the simulation, `skysync-sim` seed 125). A
+/// lookup that finds no server copy does not drop it either.
+#[tokio::test]
+async fn invariant_5_a_recreation_here_outlives_the_report_of_the_old_deletion() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "first life")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store.delete(id("a")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "unused").await;
+
+    // Created again before a fetch passed the delete: a create, without a change tag.
+    store.save(note("a", "second life")).await.unwrap();
+    let pending = engine.queue.next_batch().await.unwrap();
+    assert_eq!(pending.changes()[0].change.change_tag(), None);
+
+    // The fetch that reports the old life's deletion.
+    let page = FetchedPage {
+        zone: zone(),
+        changed: vec![],
+        deleted: vec![id("a")],
+        token: ChangeToken("tok-1".into()),
+        more_coming: false,
+    };
+    let outcome = store.apply_fetched(page).await.unwrap();
+    assert!(outcome.conflicts.is_empty(), "{outcome:?}");
+    assert!(store.open_conflict(id("a")).await.unwrap().is_none());
+    assert!(!store.record_conflict(id("a"), None).await.unwrap());
+    assert!(store.open_conflict(id("a")).await.unwrap().is_none());
+    let record = store.record(id("a")).await.unwrap().expect("the new life is kept");
+    assert_eq!(text(&record), "second life");
+    let next = engine.queue.next_batch().await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(change_text(&next.changes()[0].change).as_deref(), Some("second life"));
+    assert_eq!(next.changes()[0].change.change_tag(), None);
+    engine.stop().await;
+}
+
 /// Invariant 6: fetched server data never overwrites a record with pending local changes and never
 /// moves its merge base: the fetched copy is kept beside them as an open conflict (surviving a
 /// restart) until a resolution is committed, which sends the merged record first with the server's
@@ -525,30 +568,35 @@ async fn invariant_6_fetch_never_overwrites_pending_local_changes() {
     assert_eq!(open.server, Some(server.clone()));
     assert_eq!(store.open_conflicts(None, 10).await.unwrap(), vec![open]);
 
-    // A parked change counts as pending too; so does a server-side delete.
+    // A parked change counts as pending too; so does a server-side delete of a record edited
+    // here. A create (z, never sent) was made on no server copy: a deletion is no conflict with
+    // it, and it stays pending as it was.
     store.save(note("p", "local")).await.unwrap();
     let seq = store.pending_change(id("p")).await.unwrap().unwrap().seq();
     engine.queue.park(id("p"), seq, "rejected").await.unwrap();
+    store.save(note("b", "local")).await.unwrap();
     let page = FetchedPage {
         zone: zone(),
         changed: vec![server_copy(&note("p", "server"), "t5")],
-        deleted: vec![id("z")],
+        deleted: vec![id("b"), id("z")],
         token: ChangeToken("tok-2".into()),
         more_coming: false,
     };
     assert_eq!(
         store.apply_fetched(page).await.unwrap().conflicts,
-        vec![id("p"), id("z")]
+        vec![id("p"), id("b")]
     );
     assert_eq!(
         text(&store.record(id("p")).await.unwrap().unwrap()),
         "local"
     );
     assert_eq!(
-        store.open_conflict(id("z")).await.unwrap().unwrap().server,
+        store.open_conflict(id("b")).await.unwrap().unwrap().server,
         None,
-        "a delete on the server is the server side of z's conflict"
+        "a delete on the server is the server side of b's conflict"
     );
+    assert!(store.record(id("b")).await.unwrap().is_some());
+    assert!(store.open_conflict(id("z")).await.unwrap().is_none());
     assert!(store.record(id("z")).await.unwrap().is_some());
 
     // The resolution is committed with the server's tag and sent before anything else; only now
