@@ -3,7 +3,8 @@
 //! It serves CloudKit Web Services on loopback as `docs/cloudkit-web-services.md` describes it, answers
 //! errors with CloudKit's own bodies (`{uuid, serverErrorCode, reason, retryAfter?, redirectURL?}`
 //! with the code's HTTP status), and can inject faults on demand under `/_dev/`. Run it in process
-//! with [`DevServer::start`], or as the `skysync-devserver` binary.
+//! with [`DevServer::start`], without a socket with [`InProcessServer::start`], or as the
+//! `skysync-devserver` binary.
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -168,6 +169,90 @@ impl Default for ServerConfig {
             throttle_profile: None,
             time_scale: time_scale::TimeScale::REAL,
         }
+    }
+}
+
+/// A dev server without a socket: its router serves each request in the caller's own task, so a
+/// test drives the server's code and state (its fault injection included) through
+/// `tower::ServiceExt::oneshot` on the router, without a network. A simulation on tokio's paused
+/// clock uses it: nothing waits on a socket, so the clock decides everything.
+///
+/// URLs the server hands out (`redirectURL`, `webcourierURL`) name [`ServerConfig::listen`], where
+/// nothing listens.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use skysync_devserver::{InProcessServer, ServerConfig};
+/// use tower::ServiceExt as _;
+///
+/// let server = InProcessServer::start(ServerConfig::default()).await.unwrap();
+/// let request = axum::http::Request::get(
+///     "/database/1/iCloud.com.example.App/development/private/zones/list?ckWebAuthToken=me",
+/// )
+/// .body(axum::body::Body::empty())
+/// .unwrap();
+/// let answer = server.router().oneshot(request).await.unwrap();
+/// assert_eq!(answer.status(), 200);
+/// server.close().await.unwrap();
+/// # });
+/// ```
+pub struct InProcessServer {
+    router: axum::Router,
+    faults: faults::Faults,
+    stats: dev_view::RequestStats,
+    disk: Option<persist::Disk>,
+    /// Kept so that courier long-polls wait their full time; sending `true` ends them.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl InProcessServer {
+    /// Builds the server's router and state for `config` (opening the data store if
+    /// `config.data_dir` is set) without binding `config.listen`.
+    pub async fn start(config: ServerConfig) -> Result<InProcessServer, DevServerError> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let faults = faults::Faults::with_time_scale(config.time_scale);
+        let stats = dev_view::RequestStats::default();
+        let (router, disk) = server::router(
+            &config,
+            config.listen,
+            stopped,
+            faults.clone(),
+            stats.clone(),
+        )
+        .await?;
+        Ok(InProcessServer {
+            router,
+            faults,
+            stats,
+            disk,
+            stop,
+        })
+    }
+
+    /// The router: hand it requests (`tower::ServiceExt::oneshot` on a clone) as the socket would.
+    /// Clones share the server's state.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// The server's fault set, to arm faults in process (the same set `/_dev/faults` edits).
+    pub fn faults(&self) -> faults::Faults {
+        self.faults.clone()
+    }
+
+    /// The server's request counters (the same counters `/_dev/stats` shows).
+    pub fn request_stats(&self) -> dev_view::RequestStats {
+        self.stats.clone()
+    }
+
+    /// Ends open courier long-polls and closes the data file (if any), every answered write on
+    /// disk. Requests still handed to the router afterwards are served from memory.
+    pub async fn close(self) -> Result<(), DevServerError> {
+        let _ = self.stop.send(true);
+        if let Some(disk) = self.disk {
+            disk.close().await?;
+        }
+        Ok(())
     }
 }
 
