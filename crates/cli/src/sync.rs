@@ -191,7 +191,10 @@ async fn watch(
                 Ok(SyncEvent::Fetched {
                     changed, deleted, ..
                 }) if changed + deleted > 0 => quiet.activity = true,
-                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                // Events were lost: one of them may have been a send or a fetch that brought
+                // something, so the confirming fetch is not trusted to have found nothing.
+                Err(TryRecvError::Lagged(_)) => quiet.activity = true,
+                Ok(_) => {}
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }

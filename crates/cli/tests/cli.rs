@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use serde_json::Value;
+use skysync_devserver::dev_view::{DevUser, DevView, UserStats};
 use skysync_devserver::{DevServer, ServerConfig};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -260,6 +261,19 @@ fn a_corrupt_store_is_refused_with_what_to_do() {
         ],
         &["corrupt"],
     );
+    fails(
+        &["get", "--store", s(&store), "--zone", "Z", "--name", "n"],
+        &["corrupt", "backup"],
+    );
+    fails(
+        &["delete", "--store", s(&store), "--zone", "Z", "--name", "n"],
+        &["corrupt", "backup"],
+    );
+    // sync opens the store before it sends anything: the port is never reached.
+    fails(
+        &sync_args(&store, "http://127.0.0.1:1", "5"),
+        &["corrupt", "backup"],
+    );
     assert_eq!(
         std::fs::read(&store).unwrap(),
         b"this is not a redb file at all, just garbage bytes",
@@ -301,6 +315,64 @@ fn a_store_of_a_newer_format_is_refused_with_upgrade_advice() {
         ],
         &["format version 99"],
     );
+    fails(
+        &[
+            "put", "--store", s(&store), "--zone", "Notes", "--name", "n2", "--type", "Note",
+            "--fields", NOTE,
+        ],
+        &["format version 99", "newer skysync"],
+    );
+    fails(
+        &[
+            "delete", "--store", s(&store), "--zone", "Notes", "--name", "n1",
+        ],
+        &["format version 99", "newer skysync"],
+    );
+    fails(
+        &sync_args(&store, "http://127.0.0.1:1", "5"),
+        &["format version 99", "newer skysync"],
+    );
+}
+
+#[test]
+fn a_store_an_engine_has_open_is_refused_with_what_to_do() {
+    let server = Server::start(ServerConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(&dir, "a.redb");
+    put(&store, "Notes", "n1", "Note", NOTE);
+    // A sync that keeps running (no --until-idle) holds the file.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skysync"))
+        .args([
+            "sync", "--store", s(&store), "--server", &server.url, "--token", "user-1", "--zone",
+            "Notes", "--timeout", "60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once the server has heard from it, its engine has the store open.
+    let mut running = false;
+    for _ in 0..1500 {
+        if server.stats("user-1").totals.requests > 0 {
+            running = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = skysync(&["status", "--store", s(&store)]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(running, "the sync never reached the server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("stop the app or engine that has it open"),
+        "{stderr}"
+    );
+    // Once the engine is gone, the store reads again, with nothing lost.
+    let status = json(&["status", "--store", s(&store), "--json"]);
+    assert_eq!(status["pending"].as_u64().unwrap() + status["tagged_records"].as_u64().unwrap(), 1);
 }
 
 #[test]
@@ -373,6 +445,75 @@ impl Server {
             server: Some(server),
             url,
         }
+    }
+}
+
+impl Server {
+    /// Runs `future` on the server's runtime (for HTTP to its `/_dev/` endpoints).
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// POSTs `body` to `/_dev/{path}` (a fault to arm).
+    fn arm(&self, path: &str, body: Value) {
+        let url = format!("{}/_dev/{path}", self.url);
+        let status = self.block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "arming {body} answered {status}");
+    }
+
+    /// The request counters of the user `token` signs in as.
+    fn stats(&self, token: &str) -> UserStats {
+        let view = DevView::new(self.url.clone());
+        self.block_on(async {
+            let user: DevUser = reqwest::get(view.user_url(token))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            reqwest::get(view.user_stats_url(&user.user_record_name))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// Creates record `name` of zone Notes on the server as `token`'s user, as another device
+    /// would, straight through CloudKit's `records/modify`.
+    fn create_elsewhere(&self, token: &str, name: &str, title: &str) {
+        let url = format!(
+            "{}/database/1/iCloud.dev.skysync/development/private/records/modify\
+             ?ckAPIToken=dev-api-token&ckWebAuthToken={token}",
+            self.url
+        );
+        let body = serde_json::json!({
+            "zoneID": {"zoneName": "Notes"},
+            "operations": [{"operationType": "create", "record": {
+                "recordName": name, "recordType": "Note",
+                "fields": {"title": {"value": title, "type": "STRING"}}
+            }}]
+        });
+        let (status, answer) = self.block_on(async {
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        });
+        assert!(status.is_success(), "{status}: {answer}");
+        assert!(!answer.contains("serverErrorCode"), "{answer}");
     }
 }
 
@@ -525,4 +666,161 @@ fn devserver_listens_and_says_where() {
     let out = skysync(&["devserver", "--time-scale", "0", "--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dev server failed"));
+}
+
+#[test]
+fn until_idle_waits_for_a_fetch_that_finds_nothing_new() {
+    // Store B has a change to send; its send is held for 5 s by the server. While it is held
+    // (after B's first fetch), another device creates a1 on the server. B's send then completes
+    // and B has nothing pending: it may exit only after one more fetch, which brings a1.
+    let server = Server::start(ServerConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let b = store_in(&dir, "b.redb");
+    put(&b, "Notes", "b1", "Note", NOTE);
+    server.arm(
+        "faults",
+        serde_json::json!({"operation": "records/modify", "delayMs": 5000}),
+    );
+    let mut args = sync_args(&b, &server.url, "60");
+    args.push("--json");
+    let child = Command::new(env!("CARGO_BIN_EXE_skysync"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = false;
+    for _ in 0..1500 {
+        let stats = server.stats("user-1");
+        if stats
+            .operations
+            .get("records/modify")
+            .is_some_and(|op| op.in_flight > 0)
+        {
+            held = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !held {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "B's send never reached the server: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    server.create_elsewhere("user-1", "a1", "made elsewhere");
+
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let synced: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(synced["outcome"], "idle");
+    assert_eq!(synced["pending"], 0);
+    let got = json(&[
+        "get",
+        "--store",
+        s(&b),
+        "--zone",
+        "Notes",
+        "--name",
+        "a1",
+        "--json",
+    ]);
+    assert_eq!(got["fields"]["title"]["value"], "made elsewhere");
+    assert_eq!(
+        json(&["status", "--store", s(&b), "--json"])["tagged_records"],
+        2
+    );
+}
+
+#[test]
+fn pending_shows_a_parked_change_with_its_reason_and_an_open_conflict() {
+    let server = Server::start(ServerConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let a = store_in(&dir, "a.redb");
+    let b = store_in(&dir, "b.redb");
+    put(&a, "Notes", "n1", "Note", NOTE);
+    ok(&sync_args(&a, &server.url, "60"));
+    ok(&sync_args(&b, &server.url, "60"));
+
+    // B's change to n1 is refused by the server for good: it is parked, with the reason.
+    server.arm(
+        "item-faults",
+        serde_json::json!({"recordName": "n1", "serverErrorCode": "BAD_REQUEST", "reason": "title too long"}),
+    );
+    put(
+        &b,
+        "Notes",
+        "n1",
+        "Note",
+        r#"{"title": {"value": "from b", "type": "STRING"}}"#,
+    );
+    ok(&sync_args(&b, &server.url, "60"));
+    // Meanwhile A changes n1 on the server; B's next fetch brings that copy while B's own change
+    // is parked: an open conflict, left for the app to decide.
+    put(
+        &a,
+        "Notes",
+        "n1",
+        "Note",
+        r#"{"title": {"value": "from a", "type": "STRING"}}"#,
+    );
+    ok(&sync_args(&a, &server.url, "60"));
+    let mut args = sync_args(&b, &server.url, "60");
+    args.push("--json");
+    let synced = json(&args);
+    assert_eq!(synced["parked"], 1, "{synced}");
+    assert_eq!(synced["open_conflicts"], 1, "{synced}");
+
+    let pending = json(&["pending", "--store", s(&b), "--json"]);
+    assert_eq!(pending["pending"].as_array().unwrap().len(), 0, "{pending}");
+    let parked = pending["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1, "{pending}");
+    assert_eq!(parked[0]["name"], "n1");
+    assert_eq!(parked[0]["operation"], "save");
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("BAD_REQUEST") && reason.contains("title too long"),
+        "{reason}"
+    );
+    let conflicts = pending["open_conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{pending}");
+    assert_eq!(conflicts[0]["zone"], "Notes");
+    assert_eq!(conflicts[0]["name"], "n1");
+    assert_eq!(conflicts[0]["deleted_on_server"], false);
+    let server_tag = conflicts[0]["server_change_tag"].as_str().unwrap();
+    let local_tag = json(&[
+        "get", "--store", s(&b), "--zone", "Notes", "--name", "n1", "--json",
+    ])["change_tag"]
+        .clone();
+    assert_ne!(
+        Some(server_tag),
+        local_tag.as_str(),
+        "the conflict holds the server's newer copy"
+    );
+
+    let text = ok(&["pending", "--store", s(&b)]);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |heading: &str| lines.iter().position(|l| l.starts_with(heading)).unwrap();
+    assert_eq!(lines[at("pending (0):") + 1], "parked (1):", "{text}");
+    let parked_line = lines[at("parked (1):") + 1];
+    assert!(
+        parked_line.contains("save Notes/n1")
+            && parked_line.contains("BAD_REQUEST")
+            && parked_line.contains("title too long"),
+        "{text}"
+    );
+    let conflict_line = lines[at("open conflicts (1):") + 1];
+    assert_eq!(
+        conflict_line,
+        format!("  Notes/n1 server tag {server_tag}"),
+        "{text}"
+    );
+    let status = ok(&["status", "--store", s(&b)]);
+    assert!(status.contains("pending: 0  parked: 1"), "{status}");
+    assert!(status.contains("open conflicts: 1"), "{status}");
 }

@@ -52,6 +52,7 @@ const TOMBSTONES_NAME: &str = "skysync.tombstones";
 const TOKENS_NAME: &str = "skysync.zone_tokens";
 const CONFLICTS_NAME: &str = "skysync.open_conflicts";
 const SYNC_META_NAME: &str = "skysync.sync_meta";
+const PRIORS_NAME: &str = "skysync.prior_copies";
 
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new(META_NAME);
 const RECORDS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(RECORDS_NAME);
@@ -62,6 +63,11 @@ const TOMBSTONES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(
 const TOKENS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(TOKENS_NAME);
 const CONFLICTS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(CONFLICTS_NAME);
 const SYNC_META: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(SYNC_META_NAME);
+/// Per record, the local copy as it was just before the store last replaced its fields with
+/// another device's (a fetched copy, a conflict's resolution): what an app that read the record
+/// before then holds, so that a save of that copy keeps the other device's changes (see
+/// [`Mirror::save`]). A file without this table (written by an older build) simply has none.
+const PRIORS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new(PRIORS_NAME);
 
 const FORMAT_KEY: &str = "format_version";
 const SYNC_META_KEY: &[u8] = b"sync";
@@ -125,6 +131,7 @@ impl Mirror {
         self.st(txn.open_table(TOKENS))?;
         self.st(txn.open_table(CONFLICTS))?;
         self.st(txn.open_table(SYNC_META))?;
+        self.st(txn.open_table(PRIORS))?;
         self.outbox.create_tables(txn)?;
         Ok(())
     }
@@ -158,10 +165,26 @@ impl Mirror {
     }
 
     /// Saves one record locally and queues it; see [`Mirror::commit_local`].
+    ///
+    /// The record is the app's copy, usually one it read and changed. If that copy is of a version
+    /// the store has since replaced with another device's (its change tag is the one the local
+    /// record had before a fetch or a conflict's resolution brought other values), saving it as it
+    /// is would write the older values back over the other device's change, under the newer tag.
+    /// Instead, only what the app changed in its copy (each field that differs from the version it
+    /// read) is applied to the current local record. A copy without a change tag (a new record)
+    /// or of the current version is saved as it is.
     pub fn save(&self, txn: &WriteTransaction, record: &Record) -> Result<ChangeSeq, StoreError> {
         validate_record(record)?;
         let key = self.record_key(&record.id)?;
         let old = self.get_record(txn, &key)?;
+        let rebased = match (&old, record.change_tag()) {
+            (Some(current), Some(read)) if current.change_tag() != Some(read) => self
+                .get_value::<Record>(txn, PRIORS, PRIORS_NAME, &key)?
+                .filter(|prior| prior.change_tag() == Some(read))
+                .map(|prior| rebase_edit(record, &prior, current)),
+            _ => None,
+        };
+        let record = rebased.as_ref().unwrap_or(record);
         let system = match &old {
             Some(old) => old.system.clone(),
             // Created again after a local delete: a new life, sent as a create. The delete may have
@@ -297,6 +320,7 @@ impl Mirror {
                 }
                 continue;
             }
+            self.remember_prior(txn, &key, old.as_ref(), server)?;
             self.put_record(txn, &key, server, old.as_ref())?;
             self.put_value(txn, BASES, &key, server, "a merge base")?;
             outcome.applied += 1;
@@ -336,6 +360,7 @@ impl Mirror {
                 outcome.removed += 1;
             }
             self.remove_key(txn, BASES, &key)?;
+            self.remove_key(txn, PRIORS, &key)?;
         }
         // A confirmed delete that this page (fetched after the confirmation) does not contradict has
         // been passed by a fetch: its tombstone may go.
@@ -569,6 +594,7 @@ impl Mirror {
                 validate_record(record)?;
                 let mut local = record.clone();
                 local.system = server.system.clone();
+                self.remember_prior(txn, &key, old.as_ref(), &local)?;
                 self.put_record(txn, &key, &local, old.as_ref())?;
                 self.put_value(txn, BASES, &key, server, "a merge base")?;
                 Some(self.outbox.enqueue_front(txn, PendingChange::Save(local))?)
@@ -599,6 +625,7 @@ impl Mirror {
                 self.remove_key(txn, TOMBSTONES, &key)?;
                 match server {
                     Some(server) => {
+                        self.remember_prior(txn, &key, old.as_ref(), server)?;
                         self.put_record(txn, &key, server, old.as_ref())?;
                         self.put_value(txn, BASES, &key, server, "a merge base")?;
                     }
@@ -675,6 +702,7 @@ impl Mirror {
             self.put_tombstone(txn, &key, &tombstone)?;
         }
         self.remove_prefix(txn, BASES, &prefix)?;
+        self.remove_prefix(txn, PRIORS, &prefix)?;
         // Server sides of a zone the server no longer has: there is nothing left to conflict with.
         self.remove_prefix(txn, CONFLICTS, &prefix)?;
         self.outbox.clear_zone_tags(txn, zone)?;
@@ -700,6 +728,7 @@ impl Mirror {
         }
         removal.tombstones = self.remove_prefix(txn, TOMBSTONES, &prefix)?;
         self.remove_prefix(txn, BASES, &prefix)?;
+        self.remove_prefix(txn, PRIORS, &prefix)?;
         self.remove_prefix(txn, CONFLICTS, &prefix)?;
         self.remove_key(txn, TOKENS, &prefix)?;
         removal.changes = self.outbox.remove_zone(txn, zone)?;
@@ -936,6 +965,28 @@ impl Mirror {
             }
         }
         Ok(())
+    }
+
+    /// Keeps `old`, the local copy about to be replaced by `new` from another device (a fetched
+    /// copy, a resolution), as the record's prior copy, if an app may hold it and a save of it
+    /// would need rebasing: it has a change tag and `new` brings other values.
+    fn remember_prior(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+        old: Option<&Record>,
+        new: &Record,
+    ) -> Result<(), StoreError> {
+        match old {
+            Some(old)
+                if old.change_tag().is_some()
+                    && old.change_tag() != new.change_tag()
+                    && (old.fields != new.fields || old.record_type != new.record_type) =>
+            {
+                self.put_value(txn, PRIORS, key, old, "a prior copy")
+            }
+            _ => Ok(()),
+        }
     }
 
     fn remove_record(
@@ -1268,4 +1319,29 @@ fn validate_record(record: &Record) -> Result<(), StoreError> {
 /// Whether a pending change is a create: a save without a change tag, made on no server copy.
 fn is_create(change: &PendingChange) -> bool {
     matches!(change, PendingChange::Save(record) if record.system.is_none())
+}
+
+/// The app's edit of `read` (its copy `edited`) applied to `current`, the newer local record: every
+/// field the app changed, added or removed in its copy takes the app's value; every other field
+/// keeps `current`'s. The record type is the copy's; the system fields are `current`'s.
+fn rebase_edit(edited: &Record, read: &Record, current: &Record) -> Record {
+    let mut rebased = current.clone();
+    rebased.record_type = edited.record_type.clone();
+    let names: std::collections::BTreeSet<&String> =
+        edited.fields.keys().chain(read.fields.keys()).collect();
+    for name in names {
+        let mine = edited.fields.get(name);
+        if mine == read.fields.get(name) {
+            continue;
+        }
+        match mine {
+            Some(field) => {
+                rebased.fields.insert(name.clone(), field.clone());
+            }
+            None => {
+                rebased.fields.remove(name);
+            }
+        }
+    }
+    rebased
 }

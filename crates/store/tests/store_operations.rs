@@ -718,3 +718,67 @@ fn the_page_cache_stays_within_its_cap_however_large_the_store() {
         "{used} bytes cached, over the cap of {STORE_CACHE_BYTES}"
     );
 }
+
+/// An app that read a record, then saves its edited copy after a fetch (or a resolution) replaced
+/// the record with another device's version, changes only what it edited: the other device's
+/// values stay, and the change goes out on the newer tag. A copy of the current version, or one
+/// without a tag, is saved as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_replaced_version_is_rebased_onto_the_current_one() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    let field = |record: &Record, name: &str| match record.get(name) {
+        Some(skysync_model::FieldValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    store
+        .save(note("n", "v1").with("title", "Draft").with("old", "x"))
+        .await
+        .unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    let read = store.record(id("n")).await.unwrap().unwrap();
+    assert_eq!(read.change_tag(), Some(&tag("t1")));
+
+    // Another device changed the text and dropped `old`; the fetch replaces the local copy.
+    let theirs = server_copy(&note("n", "v2").with("title", "Draft"), "t2");
+    let page = FetchedPage {
+        zone: zone(),
+        changed: vec![theirs],
+        deleted: vec![],
+        token: ChangeToken("tok".into()),
+        more_coming: false,
+    };
+    assert_eq!(store.apply_fetched(page).await.unwrap().applied, 1);
+
+    // The app saves the copy it read, with its own edit of the title and a new field.
+    store
+        .save(read.clone().with("title", "Groceries").with("mine", "y"))
+        .await
+        .unwrap();
+    let local = store.record(id("n")).await.unwrap().unwrap();
+    assert_eq!(text(&local), "v2", "the other device's text was reverted");
+    assert_eq!(field(&local, "old"), None, "a field the other device removed came back");
+    assert_eq!(field(&local, "title").as_deref(), Some("Groceries"));
+    assert_eq!(field(&local, "mine").as_deref(), Some("y"));
+    assert_eq!(local.change_tag(), Some(&tag("t2")));
+    match store.pending_change(id("n")).await.unwrap().unwrap() {
+        OutboxEntry::Pending(entry) => assert_eq!(
+            entry.change,
+            skysync_model::PendingChange::Save(local.clone()),
+            "what is sent is the rebased copy with the newer tag"
+        ),
+        other => panic!("not pending: {other:?}"),
+    }
+
+    // A copy of the current version is the app's whole record: saved as it is.
+    let current = store.record(id("n")).await.unwrap().unwrap();
+    store.save(current.with("text", "v3")).await.unwrap();
+    assert_eq!(text(&store.record(id("n")).await.unwrap().unwrap()), "v3");
+    // So is a record without a tag (built afresh rather than read).
+    store.save(note("n", "fresh")).await.unwrap();
+    let fresh = store.record(id("n")).await.unwrap().unwrap();
+    assert_eq!(text(&fresh), "fresh");
+    assert_eq!(field(&fresh, "title"), None);
+    engine.stop().await;
+}

@@ -10,7 +10,8 @@
 //! cargo run -p skysync-throttle --release --example simulate -- --grid
 //! # the CloudKit profile over three rates × 3 seeds
 //! cargo run -p skysync-throttle --release --example simulate -- --grid --cloudkit
-//! # both grids, one after the other (what `cargo xtask bench throttle` runs)
+//! # both grids, one after the other (`cargo xtask bench throttle` prints the same tables
+//! # and writes every cell to target/bench/throttle.json)
 //! cargo run -p skysync-throttle --release --example simulate -- --all-grids
 //! ```
 //!

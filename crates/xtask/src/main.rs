@@ -107,7 +107,7 @@ const BENCHES: &[Bench] = &[
         name: "throttle",
         args: &[],
         measures: "every pacing policy over the simulation grid of server capacities, bursts and \
-                   seeds (virtual time)",
+                   seeds, and over the CloudKit profile (virtual time)",
         goals: &[],
     },
     Bench {
@@ -129,6 +129,20 @@ const BENCHES: &[Bench] = &[
                 check: Check::AtMost("ratio", 1.5),
             },
         ],
+    },
+    Bench {
+        name: "devserver",
+        args: &[],
+        measures: "the dev server taking 500 records/modify requests of 200 records, in memory \
+                   and committed to redb",
+        goals: &[],
+    },
+    Bench {
+        name: "telemetry",
+        args: &[],
+        measures: "20,000 records saved and synced with telemetry off, then exporting every span \
+                   and metric over OTLP/HTTP",
+        goals: &[],
     },
 ];
 

@@ -1,10 +1,20 @@
 //! What telemetry costs (`cargo xtask bench telemetry`): the time to save 20,000 records and sync
 //! them to an in-process dev server, first with no telemetry installed, then with
 //! `skysync_telemetry::init` exporting every span and metric over OTLP/HTTP to a collector on
-//! 127.0.0.1, in one run. Prints both times and their ratio.
+//! 127.0.0.1, in one run.
+//!
+//! ```text
+//! cargo run -p skysync-bench --release --bin telemetry
+//! ```
+//!
+//! JSON: `off_s`, `on_s` (seconds to save and sync everything without and with telemetry),
+//! `cost_pct` (how much longer it took with telemetry, in percent) and `export_requests` (OTLP
+//! requests the collector received).
 #![allow(clippy::print_stdout)]
 
+use serde_json::json;
 use skysync::{Engine, Record, RecordId, SessionConfig, ThrottleConfig, ZoneId};
+use skysync_bench::{round, write_report};
 use skysync_devserver::{DevServer, ServerConfig};
 use std::error::Error;
 use std::sync::Arc;
@@ -104,9 +114,14 @@ async fn main() -> BenchResult<()> {
         received.load(Ordering::Relaxed),
         on.as_secs_f64()
     );
-    println!(
-        "cost: {:+.1} %",
-        (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0
-    );
+    let cost_pct = (on.as_secs_f64() / off.as_secs_f64() - 1.0) * 100.0;
+    println!("cost: {cost_pct:+.1} %");
+    let report = json!({
+        "off_s": round(off.as_secs_f64(), 3),
+        "on_s": round(on.as_secs_f64(), 3),
+        "cost_pct": round(cost_pct, 1),
+        "export_requests": received.load(Ordering::Relaxed),
+    });
+    write_report("telemetry", &report)?;
     Ok(())
 }
