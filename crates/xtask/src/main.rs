@@ -151,6 +151,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         // By its path from this crate, so that `cargo xtask ci` works from any directory of the
         // workspace (the script moves to the workspace root itself).
         Some("ci") => {
@@ -158,7 +159,8 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo [--otlp URL] | bench [{}]... | ci>",
+                "usage: cargo xtask <demo [--otlp URL] | bench [{}]... | chaos --kills N --seed S \
+                 [--devices D] [--changes C] [--soak MINUTES] | ci>",
                 BENCHES.iter().map(|b| b.name).collect::<Vec<_>>().join("|")
             );
             Err("unknown task".into())
@@ -235,6 +237,24 @@ fn bench(selected: &[String]) -> Result<(), String> {
     } else {
         Err(format!("benchmarks that failed: {}", failed.join(", ")))
     }
+}
+
+/// Runs the chaos harness in release (`crates/chaos`): builds its three binaries, then runs
+/// `chaos` with the arguments given, writing `target/chaos/report.json`. Fails if the run found
+/// anything.
+fn chaos(args: &[String]) -> Result<(), String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    run(Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "-p", "skysync-chaos", "--bins"])
+        .current_dir(&workspace))?;
+    run(Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--release", "-p", "skysync-chaos", "--bin", "chaos", "--"])
+        .args(args)
+        .arg("--out")
+        .arg(target.join("chaos"))
+        .current_dir(&workspace))
 }
 
 fn read_report(path: &Path) -> Result<serde_json::Value, String> {
