@@ -144,6 +144,20 @@ pub async fn run(args: SyncArgs) -> Result<(), CliError> {
     .map_err(|e| CliError::Engine {
         detail: e.to_string(),
     })?;
+    // A store that cannot be opened (corrupt, of a newer format, in use) is refused with the
+    // advice that fits it before anything is sent; the engine reopens it once it is known good.
+    if args.store.exists() {
+        let path = args.store.clone();
+        tokio::task::spawn_blocking(move || {
+            skysync_store::StoreFile::open(&path)
+                .map(drop)
+                .map_err(|e| CliError::store(&path, e))
+        })
+        .await
+        .map_err(|e| CliError::Engine {
+            detail: e.to_string(),
+        })??;
+    }
     let builder = Engine::builder(&args.store)
         .cloudkit(client)
         .zones(zones.clone())

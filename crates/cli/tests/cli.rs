@@ -317,14 +317,29 @@ fn a_store_of_a_newer_format_is_refused_with_upgrade_advice() {
     );
     fails(
         &[
-            "put", "--store", s(&store), "--zone", "Notes", "--name", "n2", "--type", "Note",
-            "--fields", NOTE,
+            "put",
+            "--store",
+            s(&store),
+            "--zone",
+            "Notes",
+            "--name",
+            "n2",
+            "--type",
+            "Note",
+            "--fields",
+            NOTE,
         ],
         &["format version 99", "newer skysync"],
     );
     fails(
         &[
-            "delete", "--store", s(&store), "--zone", "Notes", "--name", "n1",
+            "delete",
+            "--store",
+            s(&store),
+            "--zone",
+            "Notes",
+            "--name",
+            "n1",
         ],
         &["format version 99", "newer skysync"],
     );
@@ -343,8 +358,17 @@ fn a_store_an_engine_has_open_is_refused_with_what_to_do() {
     // A sync that keeps running (no --until-idle) holds the file.
     let mut child = Command::new(env!("CARGO_BIN_EXE_skysync"))
         .args([
-            "sync", "--store", s(&store), "--server", &server.url, "--token", "user-1", "--zone",
-            "Notes", "--timeout", "60",
+            "sync",
+            "--store",
+            s(&store),
+            "--server",
+            &server.url,
+            "--token",
+            "user-1",
+            "--zone",
+            "Notes",
+            "--timeout",
+            "60",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -372,7 +396,10 @@ fn a_store_an_engine_has_open_is_refused_with_what_to_do() {
     );
     // Once the engine is gone, the store reads again, with nothing lost.
     let status = json(&["status", "--store", s(&store), "--json"]);
-    assert_eq!(status["pending"].as_u64().unwrap() + status["tagged_records"].as_u64().unwrap(), 1);
+    assert_eq!(
+        status["pending"].as_u64().unwrap() + status["tagged_records"].as_u64().unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -794,7 +821,14 @@ fn pending_shows_a_parked_change_with_its_reason_and_an_open_conflict() {
     assert_eq!(conflicts[0]["deleted_on_server"], false);
     let server_tag = conflicts[0]["server_change_tag"].as_str().unwrap();
     let local_tag = json(&[
-        "get", "--store", s(&b), "--zone", "Notes", "--name", "n1", "--json",
+        "get",
+        "--store",
+        s(&b),
+        "--zone",
+        "Notes",
+        "--name",
+        "n1",
+        "--json",
     ])["change_tag"]
         .clone();
     assert_ne!(
