@@ -15,7 +15,7 @@
 //! let dir = tempfile::tempdir()?;
 //! let path = skysync_bench::write_report_in(dir.path(), "example", &report)?;
 //! assert!(path.ends_with("example.json"));
-//! # Ok::<(), skysync_bench::BenchError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![allow(clippy::print_stdout)]
 

@@ -155,10 +155,7 @@ pub fn check(config: &PlanConfig, journaled: &[u64], states: &FinalStates) -> Fi
             .next
             .as_ref()
             .is_some_and(|c| c.kind != ChangeKind::Delete);
-        if deleted_last
-            && !recreated_after
-            && found.iter().any(|(_, o)| *o != Outcome::Absent)
-        {
+        if deleted_last && !recreated_after && found.iter().any(|(_, o)| *o != Outcome::Absent) {
             findings.resurrected += 1;
             note(
                 "resurrected",
@@ -300,7 +297,11 @@ mod tests {
     #[test]
     fn the_plans_own_final_state_passes() {
         let config = config();
-        let findings = check(&config, &all_journaled(&config), &everyone(&expected(&config)));
+        let findings = check(
+            &config,
+            &all_journaled(&config),
+            &everyone(&expected(&config)),
+        );
         assert_eq!(
             (
                 findings.lost,
@@ -335,7 +336,9 @@ mod tests {
         let older = plan
             .iter()
             .rev()
-            .find(|c| c.record == last_edit.record && c.index < last_edit.index && c.value().is_some())
+            .find(|c| {
+                c.record == last_edit.record && c.index < last_edit.index && c.value().is_some()
+            })
             .unwrap();
         state.insert(
             last_edit.record.clone(),
@@ -448,7 +451,8 @@ mod tests {
         let mut after = FinalState::new();
         for (device, &count) in journaled.iter().enumerate() {
             let device = u32::try_from(device).unwrap();
-            for change in DevicePlan::new(&config, device).take(usize::try_from(count + 1).unwrap()) {
+            for change in DevicePlan::new(&config, device).take(usize::try_from(count + 1).unwrap())
+            {
                 for (state, apply) in [(&mut before, change.index < count), (&mut after, true)] {
                     if !apply {
                         continue;

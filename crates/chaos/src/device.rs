@@ -153,7 +153,9 @@ pub async fn run(
         longest_save.clone(),
     ));
     let mut burst = 0u32;
-    for change in DevicePlan::new(plan, device).skip(usize::try_from(journal.next()).unwrap_or(usize::MAX)) {
+    for change in
+        DevicePlan::new(plan, device).skip(usize::try_from(journal.next()).unwrap_or(usize::MAX))
+    {
         let started = Instant::now();
         apply(&engine, &change).await?;
         let took = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

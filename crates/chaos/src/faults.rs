@@ -133,7 +133,11 @@ mod tests {
             match fault.kind {
                 FaultKind::Request => {
                     let spec: FaultSpec = serde_json::from_value(fault.spec.clone()).unwrap();
-                    assert!(skysync_devserver::faults::Faults::default().arm(spec).is_ok());
+                    assert!(
+                        skysync_devserver::faults::Faults::default()
+                            .arm(spec)
+                            .is_ok()
+                    );
                 }
                 FaultKind::Item => {
                     let spec: ItemFaultSpec = serde_json::from_value(fault.spec.clone()).unwrap();
@@ -141,7 +145,11 @@ mod tests {
                         conflicts += 1;
                         assert_eq!(spec.record_name.as_deref(), Some("s1"));
                     }
-                    assert!(skysync_devserver::faults::Faults::default().arm_item(spec).is_ok());
+                    assert!(
+                        skysync_devserver::faults::Faults::default()
+                            .arm_item(spec)
+                            .is_ok()
+                    );
                 }
             }
         }

@@ -412,8 +412,8 @@ impl Server {
 
 /// A free port on 127.0.0.1 (the server keeps it across restarts).
 fn free_port() -> Result<u16, ChaosError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(file_error(Path::new("127.0.0.1:0")))?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(file_error(Path::new("127.0.0.1:0")))?;
     let port = listener
         .local_addr()
         .map_err(file_error(Path::new("127.0.0.1:0")))?
@@ -607,12 +607,23 @@ pub async fn run(config: &ChaosConfig) -> Result<Report, ChaosError> {
     }
 
     let mut tally = Tally::default();
-    chaos_phase(config, &plan, &mut rng, &mut server, &mut devices, &http, &mut tally).await?;
+    chaos_phase(
+        config,
+        &plan,
+        &mut rng,
+        &mut server,
+        &mut devices,
+        &http,
+        &mut tally,
+    )
+    .await?;
     tally.event("chaos phase over".into());
     let log = config.work_dir.join("harness.log");
     let mut text = tally.events.join("\n");
     text.push('\n');
-    tokio::fs::write(&log, text).await.map_err(file_error(&log))?;
+    tokio::fs::write(&log, text)
+        .await
+        .map_err(file_error(&log))?;
     for device in &mut devices {
         device.proc.kill().await;
     }
@@ -651,16 +662,12 @@ pub async fn run(config: &ChaosConfig) -> Result<Report, ChaosError> {
     };
     let findings: Findings = check::check(&plan, &journaled, &states);
     let settled = dumps.iter().all(|d| d.as_ref().is_some_and(|d| d.settled));
-    let parked: u64 = dumps
-        .iter()
-        .flatten()
-        .map(|d| d.parked.len() as u64)
-        .sum();
+    let parked: u64 = dumps.iter().flatten().map(|d| d.parked.len() as u64).sum();
     for (n, dump) in dumps.iter().enumerate() {
         match dump {
-            None => tally
-                .examples
-                .push(format!("device {n}: the settle failed (see its device.log)")),
+            None => tally.examples.push(format!(
+                "device {n}: the settle failed (see its device.log)"
+            )),
             Some(d) if !d.settled => tally.examples.push(format!(
                 "device {n}: did not settle: pending {}, open conflicts {}, halt {:?}",
                 d.pending, d.open_conflicts, d.halt
@@ -744,7 +751,9 @@ async fn chaos_phase(
         None => (0..config.devices).map(|d| plan.changes_of(d)).sum(),
     };
     let server_restarts = config.server_restarts.unwrap_or_else(|| match config.soak {
-        Some(soak) => u32::try_from(soak.as_secs() / 120).unwrap_or(u32::MAX).max(1),
+        Some(soak) => u32::try_from(soak.as_secs() / 120)
+            .unwrap_or(u32::MAX)
+            .max(1),
         None => (config.kills / 20).max(1),
     });
     let kill_at = moments(rng, config.kills, total);
@@ -761,7 +770,7 @@ async fn chaos_phase(
         tokio::time::sleep(TICK).await;
         tick += 1;
         let now = Instant::now();
-        if config.soak.is_none() || tick % 20 == 0 {
+        if config.soak.is_none() || tick.is_multiple_of(20) {
             progress = 0;
             for device in devices.iter() {
                 progress += device.journaled().await?;
@@ -774,7 +783,7 @@ async fn chaos_phase(
         if progress != last_progress.0 {
             last_progress = (progress, now);
         }
-        if tick % 20 == 0 {
+        if tick.is_multiple_of(20) {
             server.proc.sample_memory().await;
             for device in devices.iter_mut() {
                 device.proc.sample_memory().await;
@@ -912,11 +921,7 @@ async fn settle_all(
             .iter()
             .filter(|d| !d.as_ref().is_some_and(|d| d.settled))
             .count();
-        let sent: u64 = dumps
-            .iter()
-            .flatten()
-            .map(|d| d.sent + d.resolved)
-            .sum();
+        let sent: u64 = dumps.iter().flatten().map(|d| d.sent + d.resolved).sum();
         if unsettled > 0 {
             // A device that cannot reach quiescence is a liveness finding.
             tally.liveness += unsettled as u64;
@@ -929,9 +934,9 @@ async fn settle_all(
             return Ok((dumps, round));
         }
     }
-    tally
-        .examples
-        .push(format!("the devices still sent changes after {SETTLE_ROUNDS} settle rounds"));
+    tally.examples.push(format!(
+        "the devices still sent changes after {SETTLE_ROUNDS} settle rounds"
+    ));
     for dump in dumps.iter().flatten() {
         tally.liveness += dump.liveness_violations;
     }

@@ -36,7 +36,10 @@ async fn a_record_re_created_while_its_delete_lost_its_answer_is_kept() {
     settle(&[&a]).await;
     let on_server = server_records(&server, "chaos-1").await;
     assert_eq!(
-        on_server.get("n1").and_then(|r| text(r, "title")).as_deref(),
+        on_server
+            .get("n1")
+            .and_then(|r| text(r, "title"))
+            .as_deref(),
         Some("again"),
         "the re-creation did not reach the server"
     );

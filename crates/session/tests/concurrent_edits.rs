@@ -108,7 +108,9 @@ async fn every_devices_last_write_to_its_own_field_survives_concurrent_edits() {
     for ((name, field), value) in &expected {
         let found = text(&on_server[name], field);
         if found.as_deref() != Some(value.as_str()) {
-            lost.push(format!("{name}.{field}: wrote {value}, server has {found:?}"));
+            lost.push(format!(
+                "{name}.{field}: wrote {value}, server has {found:?}"
+            ));
         }
     }
     assert!(lost.is_empty(), "lost updates: {lost:#?}");

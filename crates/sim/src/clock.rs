@@ -62,7 +62,11 @@ impl Clock {
 
     /// Runs `work` with time moving by itself (for waits that need timers: an engine shutting
     /// down, say), at most `limit` of simulated time; `None` if it did not finish by then.
-    pub(crate) async fn run_in_time<F: Future>(&mut self, limit: Duration, work: F) -> Option<F::Output> {
+    pub(crate) async fn run_in_time<F: Future>(
+        &mut self,
+        limit: Duration,
+        work: F,
+    ) -> Option<F::Output> {
         self.release().await;
         let out = tokio::time::timeout(limit, work).await.ok();
         self.hold();

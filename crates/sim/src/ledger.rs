@@ -130,9 +130,7 @@ pub(crate) struct Ledger {
 
 /// What a sequence of changes may have left, for one value: the last change that returned, or any
 /// interrupted one after it (`None` for a delete, or for nothing at all when no change returned).
-fn candidates<'a>(
-    writes: impl Iterator<Item = &'a Write> + Clone,
-) -> Vec<Option<&'a str>> {
+fn candidates<'a>(writes: impl Iterator<Item = &'a Write> + Clone) -> Vec<Option<&'a str>> {
     let last_returned = writes.clone().filter(|w| w.returned).last().map(|w| w.step);
     let mut out = Vec::new();
     if last_returned.is_none() {
@@ -308,9 +306,9 @@ fn contested(
         .map(|w| w.step)
         .max();
     if let Some(deleted_at) = last_delete {
-        let revived = writes.iter().any(|w| {
-            matches!(w.change, Change::Save(_)) && (w.step > deleted_at || w.blind)
-        });
+        let revived = writes
+            .iter()
+            .any(|w| matches!(w.change, Change::Save(_)) && (w.step > deleted_at || w.blind));
         if !revived {
             found.push(format!(
                 "{name} came back: deleted at step {deleted_at} (the delete returned), and no \
@@ -321,9 +319,9 @@ fn contested(
     for (field, value) in &record.fields {
         let saved_by_its_device = (0..devices).any(|device| {
             *field == device_field(device)
-                && writes.iter().any(|w| {
-                    w.device == device && w.change == Change::Save(value.clone())
-                })
+                && writes
+                    .iter()
+                    .any(|w| w.device == device && w.change == Change::Save(value.clone()))
         });
         if !saved_by_its_device && field.starts_with('d') {
             found.push(format!(

@@ -23,8 +23,8 @@ use skysync_model::{
     ChangeToken, CloudError, ModelError, NetworkFailure, Record, RecordId, ServerErrorCode, ZoneId,
 };
 use skysync_transport::{
-    CloudDatabase, DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome,
-    ZoneChangesPage, ZoneNotifications,
+    CloudDatabase, DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, ZoneChangesPage,
+    ZoneNotifications,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -596,7 +596,6 @@ impl InProcessDatabase {
         }
         Ok(page)
     }
-
 }
 
 fn show_change(change: &skysync_model::PendingChange) -> String {
@@ -716,7 +715,11 @@ impl CloudDatabase for InProcessDatabase {
         zone: ZoneId,
         since: Option<ChangeToken>,
     ) -> Result<ZoneChangesPage, CloudError> {
-        let what = if since.is_some() { "from a token" } else { "from the start" };
+        let what = if since.is_some() {
+            "from a token"
+        } else {
+            "from the start"
+        };
         let result = self.zone_changes(zone, since).await;
         match &result {
             Ok(page) => self.note(
@@ -734,7 +737,11 @@ impl CloudDatabase for InProcessDatabase {
                         .map(|id| id.record_name.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
-                    if page.more_coming { ", more coming" } else { "" }
+                    if page.more_coming {
+                        ", more coming"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             Err(_) => self.note_failure("changes/zone", what, &result),

@@ -528,6 +528,8 @@ impl World {
                     delay_ms: Some(0),
                     drop_connection: false,
                     html_body: false,
+                    truncated_json: false,
+                    garbage_body: false,
                 },
             },
         };
@@ -725,7 +727,11 @@ impl World {
             "d{device} reads {name}: {}",
             read.as_ref().map_or_else(
                 || "nothing".to_owned(),
-                |r| format!("{:?}@{}", r.record.fields, r.change_tag.clone().unwrap_or_default())
+                |r| format!(
+                    "{:?}@{}",
+                    r.record.fields,
+                    r.change_tag.clone().unwrap_or_default()
+                )
             )
         ));
         let mut record = local.unwrap_or_else(|| Record::new(id, kind.record_type()));
@@ -781,7 +787,12 @@ impl World {
 
     /// Runs a local write (save or delete) of device `device`, the power cut at `cut` if given.
     /// True if it returned `Ok` with the power on (durable: it must count).
-    async fn write<F>(&mut self, device: usize, write: F, cut: Option<CutPoint>) -> Result<bool, Stop>
+    async fn write<F>(
+        &mut self,
+        device: usize,
+        write: F,
+        cut: Option<CutPoint>,
+    ) -> Result<bool, Stop>
     where
         F: Future<Output = Result<ChangeSeq, EngineError>>,
     {
@@ -818,9 +829,15 @@ impl World {
     /// Cuts device `device`'s power (if the disk still has it), keeps what the disk would hold after
     /// the cut with `unsynced` deciding the writes not yet synced, drops the engine and starts a new
     /// one on that disk.
-    async fn cut_and_restart(&mut self, device: usize, unsynced: UnsyncedWrites) -> Result<(), Stop> {
+    async fn cut_and_restart(
+        &mut self,
+        device: usize,
+        unsynced: UnsyncedWrites,
+    ) -> Result<(), Stop> {
         let Some(life) = self.devices.get_mut(device).and_then(|d| d.life.take()) else {
-            return Err(Stop::Harness(format!("device {device} has no running engine")));
+            return Err(Stop::Harness(format!(
+                "device {device} has no running engine"
+            )));
         };
         // Nothing crosses the network from the dead machine, and nothing reaches its disk.
         life.power.cut();
@@ -897,10 +914,7 @@ impl World {
                     halt.reason
                 )));
             }
-            if d.queue.pending > 0
-                || d.queue.parked > 0
-                || d.open_conflicts > 0
-                || d.halt.is_some()
+            if d.queue.pending > 0 || d.queue.parked > 0 || d.open_conflicts > 0 || d.halt.is_some()
             {
                 return Ok(Some(format!(
                     "device {index} is {} with {} pending, {} parked, {} open conflicts{}",
@@ -982,15 +996,17 @@ impl World {
         let body = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
             .await
             .map_err(|e| Stop::Harness(format!("the server's records could not be read: {e}")))?;
-        let snapshot: DatabaseSnapshot = serde_json::from_slice(&body).map_err(|e| {
-            Stop::Harness(format!("the server's records did not parse: {e}"))
-        })?;
+        let snapshot: DatabaseSnapshot = serde_json::from_slice(&body)
+            .map_err(|e| Stop::Harness(format!("the server's records did not parse: {e}")))?;
         let mut out = BTreeMap::new();
-        for zone_snapshot in snapshot.zones.iter().filter(|z| z.zone_name == ZONE && !z.deleted) {
+        for zone_snapshot in snapshot
+            .zones
+            .iter()
+            .filter(|z| z.zone_name == ZONE && !z.deleted)
+        {
             for wire in &zone_snapshot.records {
-                let record = Record::from_wire(&zone(), wire).map_err(|e| {
-                    Stop::Harness(format!("a server record did not parse: {e}"))
-                })?;
+                let record = Record::from_wire(&zone(), wire)
+                    .map_err(|e| Stop::Harness(format!("a server record did not parse: {e}")))?;
                 out.insert(record.id.record_name.clone(), compared(&record));
             }
         }
@@ -1005,7 +1021,10 @@ impl World {
         // Bounded: each page moves `after` forward through a finite zone.
         for _ in 0..10_000 {
             let page = self
-                .bounded("reading records", engine.records_in_zone(zone(), after, 500))
+                .bounded(
+                    "reading records",
+                    engine.records_in_zone(zone(), after, 500),
+                )
                 .await?
                 .map_err(|e| broken(format!("device {index} could not list its records: {e}")))?;
             for record in &page.records {
@@ -1016,7 +1035,9 @@ impl World {
                 None => return Ok(out),
             }
         }
-        Err(Stop::Harness(format!("device {index}'s records never ended")))
+        Err(Stop::Harness(format!(
+            "device {index}'s records never ended"
+        )))
     }
 
     /// Stops every engine, lets the clock go and closes the server; the trace and the counts.

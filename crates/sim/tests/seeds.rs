@@ -73,8 +73,17 @@ fn a_seed_run_twice_gives_the_same_trace() {
     let first = run(32, &config).unwrap_or_else(|f| panic!("{}", describe(&f)));
     let second = run(32, &config).unwrap_or_else(|f| panic!("{}", describe(&f)));
     let text = first.trace_text();
-    for needed in ["power cut at its first", "power cut (", "fault:", "network down", "delete"] {
-        assert!(text.contains(needed), "seed 32 should show `{needed}`:\n{text}");
+    for needed in [
+        "power cut at its first",
+        "power cut (",
+        "fault:",
+        "network down",
+        "delete",
+    ] {
+        assert!(
+            text.contains(needed),
+            "seed 32 should show `{needed}`:\n{text}"
+        );
     }
     assert_eq!(text, second.trace_text());
     assert_eq!(first.trace, second.trace);
@@ -119,8 +128,10 @@ fn a_disk_that_lies_about_syncs_is_caught() {
         failures.iter().map(|f| f.to_string()).collect::<Vec<_>>()
     );
     assert!(
-        caught.iter().any(|f| f.to_string().contains("last change that returned")
-            || f.to_string().contains("last save that returned")),
+        caught
+            .iter()
+            .any(|f| f.to_string().contains("last change that returned")
+                || f.to_string().contains("last save that returned")),
         "no seed named a returned save that was lost: {:?}",
         caught.iter().map(|f| f.to_string()).collect::<Vec<_>>()
     );

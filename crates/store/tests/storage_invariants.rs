@@ -501,11 +501,18 @@ async fn invariant_5_a_recreation_here_outlives_the_report_of_the_old_deletion()
     assert!(store.open_conflict(id("a")).await.unwrap().is_none());
     assert!(!store.record_conflict(id("a"), None).await.unwrap());
     assert!(store.open_conflict(id("a")).await.unwrap().is_none());
-    let record = store.record(id("a")).await.unwrap().expect("the new life is kept");
+    let record = store
+        .record(id("a"))
+        .await
+        .unwrap()
+        .expect("the new life is kept");
     assert_eq!(text(&record), "second life");
     let next = engine.queue.next_batch().await.unwrap();
     assert_eq!(next.len(), 1);
-    assert_eq!(change_text(&next.changes()[0].change).as_deref(), Some("second life"));
+    assert_eq!(
+        change_text(&next.changes()[0].change).as_deref(),
+        Some("second life")
+    );
     assert_eq!(next.changes()[0].change.change_tag(), None);
     engine.stop().await;
 }

@@ -417,7 +417,11 @@ async fn re_creating_a_deleted_record_is_a_create_and_keeps_the_base_until_the_d
         }
         other => panic!("expected a pending, got {other:?}"),
     }
-    let base = store.merge_base(id("a")).await.unwrap().expect("the base stays");
+    let base = store
+        .merge_base(id("a"))
+        .await
+        .unwrap()
+        .expect("the base stays");
     assert_eq!(base.change_tag(), Some(&tag("t1")));
 
     // b: the server confirmed the delete first: re-creating it is a create, and no base is left.
@@ -758,7 +762,11 @@ async fn a_copy_of_a_replaced_version_is_rebased_onto_the_current_one() {
         .unwrap();
     let local = store.record(id("n")).await.unwrap().unwrap();
     assert_eq!(text(&local), "v2", "the other device's text was reverted");
-    assert_eq!(field(&local, "old"), None, "a field the other device removed came back");
+    assert_eq!(
+        field(&local, "old"),
+        None,
+        "a field the other device removed came back"
+    );
     assert_eq!(field(&local, "title").as_deref(), Some("Groceries"));
     assert_eq!(field(&local, "mine").as_deref(), Some("y"));
     assert_eq!(local.change_tag(), Some(&tag("t2")));

@@ -152,6 +152,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("sim") => sim(&args[1..]),
         // By its path from this crate, so that `cargo xtask ci` works from any directory of the
         // workspace (the script moves to the workspace root itself).
         Some("ci") => {
@@ -160,7 +161,8 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <demo [--otlp URL] | bench [{}]... | chaos --kills N --seed S \
-                 [--devices D] [--changes C] [--soak MINUTES] | ci>",
+                 [--devices D] [--changes C] [--soak MINUTES] | sim --seeds N [--from S] [--devices K] \
+                 [--steps M] | ci>",
                 BENCHES.iter().map(|b| b.name).collect::<Vec<_>>().join("|")
             );
             Err("unknown task".into())
@@ -247,13 +249,49 @@ fn chaos(args: &[String]) -> Result<(), String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace.join("target"), PathBuf::from);
     run(Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "-p", "skysync-chaos", "--bins"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "skysync-chaos",
+            "--bins",
+        ])
         .current_dir(&workspace))?;
     run(Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--release", "-p", "skysync-chaos", "--bin", "chaos", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "skysync-chaos",
+            "--bin",
+            "chaos",
+            "--",
+        ])
         .args(args)
         .arg("--out")
         .arg(target.join("chaos"))
+        .current_dir(&workspace))
+}
+
+/// Runs the seeded simulation in release (`crates/sim`, its `sim` binary) with the arguments given:
+/// `--seeds N` seeds from `--from S`, each printed with its trace if it fails; the last line says
+/// how many ran clean and for how long. Fails if any seed failed.
+fn sim(args: &[String]) -> Result<(), String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    run(Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "skysync-sim",
+            "--bin",
+            "sim",
+            "--",
+        ])
+        .args(args)
         .current_dir(&workspace))
 }
 

@@ -148,12 +148,11 @@ fn plan(device: usize, edits: usize, expected: &mut Expected) -> Vec<Edit> {
     for e in 0..edits {
         let value = format!("d{device}-e{e}");
         let n = i64::try_from(e).unwrap_or(i64::MAX);
-        let edit = if draw.next() % SHARED_ONE_IN == 0 {
+        let edit = if draw.next().is_multiple_of(SHARED_ONE_IN) {
             let record = draw.below(SHARED_RECORDS);
-            expected.shared.insert(
-                (shared_name(record), format!("d{device}")),
-                value.clone(),
-            );
+            expected
+                .shared
+                .insert((shared_name(record), format!("d{device}")), value.clone());
             Edit::Shared { record, value }
         } else {
             let roll = draw.below(100);
@@ -211,7 +210,9 @@ async fn apply(engine: &Engine, device: usize, edit: Edit) -> BenchResult<()> {
             let id = RecordId::new(zone(), name);
             let local = engine.get(id.clone()).await?;
             let record = local.unwrap_or_else(|| Record::new(id, "Note"));
-            engine.save(record.with("title", title).with("n", n)).await?;
+            engine
+                .save(record.with("title", title).with("n", n))
+                .await?;
         }
         Edit::Delete { name } => {
             engine.delete(RecordId::new(zone(), name)).await?;
@@ -410,7 +411,9 @@ fn lost_updates(
     for ((record, field), value) in &expected.shared {
         let found = text(record, field);
         if found.as_deref() != Some(value.as_str()) {
-            report(format!("{record}.{field}: last written {value:?}, server has {found:?}"));
+            report(format!(
+                "{record}.{field}: last written {value:?}, server has {found:?}"
+            ));
         }
     }
     for (record, last) in &expected.private {
@@ -423,7 +426,9 @@ fn lost_updates(
             }
         };
         if !holds {
-            report(format!("{record}: last edit left {last:?}, server has {found:?}"));
+            report(format!(
+                "{record}: last edit left {last:?}, server has {found:?}"
+            ));
         }
     }
     lost

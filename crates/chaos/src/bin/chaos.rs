@@ -55,10 +55,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let bin_dir = match args.bin_dir.clone().map_or_else(
-        || {
-            std::env::current_exe()
-                .map(|exe| exe.parent().map(PathBuf::from).unwrap_or_default())
-        },
+        || std::env::current_exe().map(|exe| exe.parent().map(PathBuf::from).unwrap_or_default()),
         Ok,
     ) {
         Ok(dir) => dir,
@@ -74,7 +71,9 @@ fn main() -> ExitCode {
     config.faults = !args.no_faults;
     if let Some(minutes) = args.soak {
         config.soak = Some(Duration::from_secs_f64(minutes.max(0.0) * 60.0));
-        config.deadline = config.deadline.max(Duration::from_secs_f64(minutes * 60.0 * 2.0));
+        config.deadline = config
+            .deadline
+            .max(Duration::from_secs_f64(minutes * 60.0 * 2.0));
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
