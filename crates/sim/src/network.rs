@@ -3,28 +3,23 @@
 //! for good (a device that lost power).
 //!
 //! Requests are the real CloudKit Web Services requests (the model's wire types, the dev server's
-//! routes, authentication, limits and fault injection); only the socket is missing. Answers are read
-//! the way the transport's HTTP client reads them: an error body is a typed [`CloudError`], a
-//! `records/modify` answer is one outcome per change, a body that breaks off is a lost answer.
+//! routes, authentication, limits and fault injection); only the socket is missing. The request
+//! bodies are built, and the answers read, by the transport's own [`answers`] functions, the ones
+//! its HTTP client uses: an error body is a typed [`CloudError`], a `records/modify` answer is one
+//! outcome per change; a body that breaks off is a lost answer.
 
 use axum::body::Body;
 use axum::http::{Method, Request, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skysync_model::wire::{
-    DatabaseChangesRequest, DatabaseChangesResponse, ErrorBody, LookupRecordsRequest,
-    ModifySubscriptionsRequest, ModifyZonesRequest, RecordLookup, RecordResult, RecordsResponse,
-    Subscription, SubscriptionOperation, SubscriptionOperationType, SubscriptionResult,
-    SubscriptionsResponse, UserIdentity, UsersResponse, WireZoneId, ZoneChangesQuery,
-    ZoneChangesRequest, ZoneChangesResponse, ZoneChangesResult, ZoneOperation, ZoneOperationType,
-    ZoneResult, ZoneSpec, ZonesResponse,
+    DatabaseChangesResponse, ErrorBody, RecordsResponse, Subscription, SubscriptionsResponse,
+    UserIdentity, UsersResponse, ZoneChangesResponse, ZoneOperationType, ZonesResponse,
 };
-use skysync_model::{
-    ChangeToken, CloudError, ModelError, NetworkFailure, Record, RecordId, ServerErrorCode, ZoneId,
-};
+use skysync_model::{ChangeToken, CloudError, ModelError, NetworkFailure, Record, ZoneId};
 use skysync_transport::{
-    CloudDatabase, DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, ZoneChangesPage,
-    ZoneNotifications,
+    CloudDatabase, DatabaseChangesPage, DatabaseScope, LookupOutcome, ModifyBatch, ModifyOutcome,
+    ZoneChangesPage, ZoneNotifications, answers,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +27,9 @@ use tower::ServiceExt as _;
 
 /// The container every simulated device syncs.
 pub const CONTAINER: &str = "iCloud.dev.skysync";
+
+/// The database every simulated device syncs (its requests go to the private database's routes).
+const DATABASE: DatabaseScope = DatabaseScope::Private;
 
 /// The largest answer read, in bytes (the dev server's answers in a simulation are far smaller).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
@@ -174,6 +172,15 @@ impl Answer {
         }
     }
 
+    /// An unexpected answer (transient) for `problem` with an answer that parsed (an entry
+    /// missing or too many), as [`answers`] words it.
+    fn odd(&self, problem: &str) -> CloudError {
+        CloudError::UnexpectedResponse {
+            status: Some(self.status),
+            detail: problem.to_owned(),
+        }
+    }
+
     fn unexpected(&self, expected: &str, problem: &str) -> CloudError {
         CloudError::UnexpectedResponse {
             status: Some(self.status),
@@ -197,21 +204,6 @@ fn answer_lost(detail: String) -> CloudError {
         kind: NetworkFailure::Reset,
         detail,
     }
-}
-
-/// A zone the server named, as the device names it: its own zones carry no owner.
-fn own_zone(wire: &WireZoneId) -> ZoneId {
-    ZoneId {
-        owner_record_name: None,
-        ..wire.to_zone_id()
-    }
-}
-
-/// A record the server answered for a request about `zone`, in that zone.
-fn record_in(zone: &ZoneId, wire: &skysync_model::wire::WireRecord) -> Result<Record, ModelError> {
-    let mut record = Record::from_wire(zone, wire)?;
-    record.id.zone = zone.clone();
-    Ok(record)
 }
 
 impl InProcessDatabase {
@@ -325,122 +317,32 @@ impl InProcessDatabase {
         if zones.is_empty() {
             return Ok(());
         }
-        let request = ModifyZonesRequest {
-            operations: zones
-                .iter()
-                .map(|zone| ZoneOperation {
-                    operation_type,
-                    zone: ZoneSpec {
-                        zone_id: WireZoneId::from(zone),
-                    },
-                })
-                .collect(),
-        };
+        let request = answers::modify_zones_request(&zones, operation_type);
         let answer = self.post("zones/modify", &request).await?;
-        let zones_answered: ZonesResponse = answer.decode("a zones/modify answer")?;
-        for entry in zones_answered.zones {
-            if let ZoneResult::Error(error) = entry {
-                let already_gone = operation_type == ZoneOperationType::Delete
-                    && error.server_error_code == ServerErrorCode::ZoneNotFound;
-                if !already_gone {
-                    return Err(CloudError::Server(error.to_server_error(answer.status)));
-                }
-            }
-        }
-        Ok(())
+        let answered: ZonesResponse = answer.decode("a zones/modify answer")?;
+        answers::zones_modified(
+            operation_type,
+            zones.len(),
+            answered,
+            answer.status,
+            &|problem| answer.odd(problem),
+        )
     }
-}
 
-/// One change's outcome, from the entry the server answered for it.
-fn modify_outcome(
-    zone: &ZoneId,
-    id: RecordId,
-    is_delete: bool,
-    result: RecordResult,
-    status: u16,
-) -> ModifyOutcome {
-    match result {
-        RecordResult::Record(_) if is_delete => ModifyOutcome::Deleted { id },
-        RecordResult::Record(wire) => match wire.system_fields() {
-            Some(system) => ModifyOutcome::Saved { id, system },
-            None => ModifyOutcome::Failed {
-                id,
-                error: CloudError::UnexpectedResponse {
-                    status: Some(status),
-                    detail: "a saved record came back without a recordChangeTag".into(),
-                },
-            },
-        },
-        // Deleting what is already gone reaches the delete's goal.
-        RecordResult::Error(item)
-            if is_delete && item.server_error_code == ServerErrorCode::NotFound =>
-        {
-            ModifyOutcome::Deleted { id }
-        }
-        RecordResult::Error(item)
-            if matches!(
-                item.server_error_code,
-                ServerErrorCode::Conflict | ServerErrorCode::Exists
-            ) =>
-        {
-            let error = item.to_server_error(status);
-            let server_record = item
-                .server_record
-                .as_deref()
-                .and_then(|wire| record_in(zone, wire).ok())
-                .filter(|record| record.system.is_some())
-                .map(Box::new);
-            ModifyOutcome::Conflict {
-                id,
-                server_record,
-                error,
-            }
-        }
-        RecordResult::Error(item) => ModifyOutcome::Failed {
-            id,
-            error: CloudError::Server(item.to_server_error(status)),
-        },
-    }
-}
-
-impl InProcessDatabase {
     async fn modify(&self, batch: ModifyBatch) -> Result<Vec<ModifyOutcome>, CloudError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         let answer = self.post("records/modify", &batch.to_request()).await?;
         // A failed atomic batch answers 400 with one entry per change: per-change outcomes.
-        let records = if answer.is_success() {
-            answer
-                .decode::<RecordsResponse>("a records/modify answer")?
-                .records
+        let answered = if answer.is_success() {
+            answer.decode::<RecordsResponse>("a records/modify answer")?
         } else {
-            match serde_json::from_slice::<RecordsResponse>(&answer.body) {
-                Ok(parsed) if parsed.records.len() == batch.len() => parsed.records,
-                _ => return Err(answer.error()),
-            }
+            answers::failed_batch_answer(&answer.body, batch.len()).ok_or_else(|| answer.error())?
         };
-        if records.len() != batch.len() {
-            return Err(answer.unexpected(
-                "one records/modify entry per change",
-                &format!("{} entries for {} changes", records.len(), batch.len()),
-            ));
-        }
-        let zone = batch.zone().clone();
-        Ok(batch
-            .changes()
-            .iter()
-            .zip(records)
-            .map(|(change, result)| {
-                modify_outcome(
-                    &zone,
-                    change.record_id().clone(),
-                    change.is_delete(),
-                    result,
-                    answer.status,
-                )
-            })
-            .collect())
+        answers::modify_outcomes(DATABASE, &batch, answered, answer.status, &|problem| {
+            answer.odd(problem)
+        })
     }
 
     async fn lookup(
@@ -451,55 +353,17 @@ impl InProcessDatabase {
         if record_names.is_empty() {
             return Ok(Vec::new());
         }
-        let request = LookupRecordsRequest {
-            records: record_names
-                .iter()
-                .map(|name| RecordLookup {
-                    record_name: name.clone(),
-                    desired_keys: None,
-                })
-                .collect(),
-            zone_id: Some(WireZoneId::from(&zone)),
-            desired_keys: None,
-            numbers_as_strings: None,
-        };
+        let request = answers::lookup_request(&zone, &record_names);
         let answer = self.post("records/lookup", &request).await?;
         let found: RecordsResponse = answer.decode("a records/lookup answer")?;
-        if found.records.len() != record_names.len() {
-            return Err(answer.unexpected(
-                "one records/lookup entry per name",
-                &format!(
-                    "{} entries for {} names",
-                    found.records.len(),
-                    record_names.len()
-                ),
-            ));
-        }
-        Ok(record_names
-            .into_iter()
-            .zip(found.records)
-            .map(|(name, result)| {
-                let id = RecordId::new(zone.clone(), name);
-                match result {
-                    RecordResult::Record(wire) => match record_in(&zone, &wire) {
-                        Ok(record) => LookupOutcome::Found(record),
-                        Err(e) => LookupOutcome::Failed {
-                            id,
-                            error: CloudError::Incompatible(e),
-                        },
-                    },
-                    RecordResult::Error(item)
-                        if item.server_error_code == ServerErrorCode::NotFound =>
-                    {
-                        LookupOutcome::NotFound(id)
-                    }
-                    RecordResult::Error(item) => LookupOutcome::Failed {
-                        id,
-                        error: CloudError::Server(item.to_server_error(answer.status)),
-                    },
-                }
-            })
-            .collect())
+        answers::lookup_outcomes(
+            DATABASE,
+            &zone,
+            record_names,
+            found,
+            answer.status,
+            &|problem| answer.odd(problem),
+        )
     }
 
     async fn zone_changes(
@@ -507,94 +371,22 @@ impl InProcessDatabase {
         zone: ZoneId,
         since: Option<ChangeToken>,
     ) -> Result<ZoneChangesPage, CloudError> {
-        let request = ZoneChangesRequest {
-            zones: vec![ZoneChangesQuery {
-                zone_id: WireZoneId::from(&zone),
-                sync_token: since.map(|t| t.0),
-                results_limit: None,
-                desired_keys: None,
-                desired_record_types: None,
-            }],
-            reverse: None,
-            desired_keys: None,
-            numbers_as_strings: None,
-            results_limit: None,
-            desired_record_types: None,
-        };
+        let request = answers::zone_changes_request(&zone, since, None);
         let answer = self.post("changes/zone", &request).await?;
         let changes: ZoneChangesResponse = answer.decode("a changes/zone answer")?;
-        let entry = changes
-            .zones
-            .into_iter()
-            .find(|entry| match entry {
-                ZoneChangesResult::Error(e) => e.zone_id.zone_name == zone.zone_name,
-                ZoneChangesResult::Changes(c) => c.zone_id.zone_name == zone.zone_name,
-            })
-            .ok_or_else(|| {
-                answer.unexpected("an entry for the zone asked about", "none answered")
-            })?;
-        let changes = match entry {
-            ZoneChangesResult::Error(error) => {
-                return Err(CloudError::Server(error.to_server_error(answer.status)));
-            }
-            ZoneChangesResult::Changes(changes) => changes,
-        };
-        let mut page = ZoneChangesPage {
-            zone: zone.clone(),
-            changed: Vec::new(),
-            deleted: Vec::new(),
-            token: ChangeToken(changes.sync_token),
-            more_coming: changes.more_coming,
-        };
-        for result in changes.records {
-            match result {
-                // A failed entry cannot be skipped: the token would move past it.
-                RecordResult::Error(item) => {
-                    return Err(CloudError::Server(item.to_server_error(answer.status)));
-                }
-                RecordResult::Record(wire) if wire.is_tombstone() => {
-                    let name = wire.record_name.clone().ok_or(CloudError::Incompatible(
-                        ModelError::MissingKey { key: "recordName" },
-                    ))?;
-                    page.deleted.push(RecordId::new(zone.clone(), name));
-                }
-                RecordResult::Record(wire) => {
-                    page.changed
-                        .push(record_in(&zone, &wire).map_err(CloudError::Incompatible)?);
-                }
-            }
-        }
-        Ok(page)
+        answers::zone_changes_page(DATABASE, &zone, changes, answer.status, &|problem| {
+            answer.odd(problem)
+        })
     }
 
     async fn database_changes(
         &self,
         since: Option<ChangeToken>,
     ) -> Result<DatabaseChangesPage, CloudError> {
-        let request = DatabaseChangesRequest {
-            sync_token: since.map(|t| t.0),
-            results_limit: None,
-        };
+        let request = answers::database_changes_request(since, None);
         let answer = self.post("changes/database", &request).await?;
         let changes: DatabaseChangesResponse = answer.decode("a changes/database answer")?;
-        let mut page = DatabaseChangesPage {
-            changed_zones: Vec::new(),
-            deleted_zones: Vec::new(),
-            token: ChangeToken(changes.sync_token),
-            more_coming: changes.more_coming,
-        };
-        for entry in changes.zones {
-            match entry {
-                ZoneResult::Error(error) => {
-                    return Err(CloudError::Server(error.to_server_error(answer.status)));
-                }
-                ZoneResult::Zone(zone) if zone.deleted == Some(true) => {
-                    page.deleted_zones.push(own_zone(&zone.zone_id));
-                }
-                ZoneResult::Zone(zone) => page.changed_zones.push(own_zone(&zone.zone_id)),
-            }
-        }
-        Ok(page)
+        answers::database_changes_page(DATABASE, changes, answer.status)
     }
 }
 
@@ -767,31 +559,16 @@ impl CloudDatabase for InProcessDatabase {
     }
 
     async fn ensure_subscription(&self, subscription: Subscription) -> Result<(), CloudError> {
-        let request = ModifySubscriptionsRequest {
-            operations: vec![SubscriptionOperation {
-                operation_type: SubscriptionOperationType::Create,
-                subscription,
-            }],
-        };
+        let request = answers::subscription_request(subscription);
         let answer = self.post("subscriptions/modify", &request).await?;
         let answered: SubscriptionsResponse = answer.decode("a subscriptions/modify answer")?;
-        match answered.subscriptions.into_iter().next() {
-            Some(SubscriptionResult::Subscription(_)) => Ok(()),
-            Some(SubscriptionResult::Error(error)) => {
-                Err(CloudError::Server(error.to_server_error(answer.status)))
-            }
-            None => Err(answer.unexpected("a subscription entry", "none answered")),
-        }
+        answers::subscription_saved(answered, answer.status, &|problem| answer.odd(problem))
     }
 
     async fn current_user(&self) -> Result<UserIdentity, CloudError> {
         let answer = self.exchange(Method::GET, "users/caller", None).await?;
         let users: UsersResponse = answer.decode("a users/caller answer")?;
-        users
-            .users
-            .into_iter()
-            .next()
-            .ok_or_else(|| answer.unexpected("a user", "none answered"))
+        answers::caller_identity(users, &|problem| answer.odd(problem))
     }
 
     /// The simulation runs its devices without notifications (they learn of other devices'

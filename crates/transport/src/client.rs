@@ -1,5 +1,6 @@
 //! [`CloudKitClient`]: the [`CloudDatabase`] of CloudKit Web Services, over HTTPS with reqwest.
 
+use crate::answers;
 use crate::auth::{
     ApiToken, Auth, ServerKey, TokenRotationCallback, WebAuthToken, encode_query_value, iso8601_utc,
 };
@@ -16,16 +17,11 @@ use reqwest::{Method, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skysync_model::wire::{
-    CourierPoll, DatabaseChangesRequest, DatabaseChangesResponse, LookupRecordsRequest,
-    ModifySubscriptionsRequest, ModifyZonesRequest, RecordLookup, RecordResult, RecordsResponse,
-    Subscription, SubscriptionOperation, SubscriptionOperationType, SubscriptionResult,
+    CourierPoll, DatabaseChangesResponse, RecordsResponse, Subscription, SubscriptionsResponse,
     TokenCreateRequest, TokenCreateResponse, TokenRegisterRequest, UserIdentity, UsersResponse,
-    WireRecord, WireZoneId, ZoneChangesQuery, ZoneChangesRequest, ZoneChangesResponse,
-    ZoneChangesResult, ZoneOperation, ZoneOperationType, ZoneResult, ZoneSpec, ZonesResponse,
+    ZoneChangesResponse, ZoneOperationType, ZonesResponse,
 };
-use skysync_model::{
-    ChangeToken, CloudError, ModelError, Record, RecordId, ServerErrorCode, ZoneId,
-};
+use skysync_model::{ChangeToken, CloudError, ModelError, ZoneId};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -523,45 +519,25 @@ impl CloudKitClient {
         out
     }
 
-    /// A zone as the server named it, as the model names it. The private and public databases hold
-    /// only the caller's own zones, so the owner the server adds (CloudKit does, live) is dropped:
-    /// `None` means the caller, as in the zones the session asked about. Shared zones keep their
-    /// owner.
+    /// A zone as the server named it, as the model names it ([`answers::local_zone`] in this
+    /// client's database).
     pub(crate) fn local_zone(&self, zone: ZoneId) -> ZoneId {
-        match self.inner.database {
-            DatabaseScope::Shared => zone,
-            DatabaseScope::Private | DatabaseScope::Public => ZoneId {
-                owner_record_name: None,
-                ..zone
-            },
-        }
+        answers::local_zone(self.inner.database, zone)
     }
 
-    /// The zone of a record answered for a request about `requested`: the request's own name for
-    /// it when the answer names the same zone (or none), else the answered zone as the model
-    /// names it.
-    fn answered_zone(&self, requested: &ZoneId, answered: Option<&WireZoneId>) -> ZoneId {
-        match answered {
-            Some(zone) if zone.zone_name != requested.zone_name => {
-                self.local_zone(zone.to_zone_id())
-            }
-            _ => requested.clone(),
+    /// An [`CloudError::UnexpectedResponse`] for a problem with a success answer that is no
+    /// longer at hand (as `200`, the status every success answer of CloudKit carries).
+    fn unexpected_success(problem: &str) -> CloudError {
+        CloudError::UnexpectedResponse {
+            status: Some(200),
+            detail: problem.to_owned(),
         }
-    }
-
-    /// Parses a record answered for a request about `requested` and names its zone the way the
-    /// request did.
-    fn record_in(&self, requested: &ZoneId, wire: &WireRecord) -> Result<Record, ModelError> {
-        let mut record = Record::from_wire(requested, wire)?;
-        record.id.zone = self.answered_zone(requested, wire.zone_id.as_ref());
-        Ok(record)
     }
 
     async fn modify(&self, batch: ModifyBatch) -> Result<Vec<ModifyOutcome>, CloudError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let zone = batch.zone().clone();
         let url = self.database_url(self.inner.database, "records/modify");
         let raw = self
             .post("records/modify", url, &batch.to_request())
@@ -571,81 +547,18 @@ impl CloudKitClient {
         let answer: RecordsResponse = if raw.is_success() {
             self.decode(&raw, "records/modify")?
         } else {
-            match serde_json::from_slice::<RecordsResponse>(&raw.body) {
-                Ok(answer) if answer.records.len() == batch.len() => answer,
-                _ => return Err(raw.error(self)),
+            match answers::failed_batch_answer(&raw.body, batch.len()) {
+                Some(answer) => answer,
+                None => return Err(raw.error(self)),
             }
         };
-        if answer.records.len() != batch.len() {
-            return Err(raw.unexpected(
-                &format!(
-                    "records/modify answered {} entries for {} operations",
-                    answer.records.len(),
-                    batch.len()
-                ),
-                None,
-                self,
-            ));
-        }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (change, result) in batch.changes().iter().zip(answer.records) {
-            let id = change.record_id().clone();
-            let outcome = match result {
-                RecordResult::Record(_) if change.is_delete() => ModifyOutcome::Deleted { id },
-                RecordResult::Record(wire) => match wire.system_fields() {
-                    Some(system) => ModifyOutcome::Saved { id, system },
-                    None => ModifyOutcome::Failed {
-                        id,
-                        error: raw.unexpected(
-                            "a saved record came back without a recordChangeTag",
-                            None,
-                            self,
-                        ),
-                    },
-                },
-                RecordResult::Error(item)
-                    if change.is_delete()
-                        && item.server_error_code == ServerErrorCode::NotFound =>
-                {
-                    ModifyOutcome::Deleted { id }
-                }
-                RecordResult::Error(item)
-                    if matches!(
-                        item.server_error_code,
-                        ServerErrorCode::Conflict | ServerErrorCode::Exists
-                    ) =>
-                {
-                    let error = item.to_server_error(raw.status);
-                    let attached = item.server_record.as_deref();
-                    match attached.map(|w| self.record_in(&zone, w)) {
-                        Some(Ok(server)) if server.system.is_some() => ModifyOutcome::Conflict {
-                            id,
-                            server_record: Some(Box::new(server)),
-                            error,
-                        },
-                        Some(Err(e)) if !matches!(e, ModelError::MissingKey { .. }) => {
-                            ModifyOutcome::Failed {
-                                id,
-                                error: CloudError::Incompatible(e),
-                            }
-                        }
-                        // Not attached, or incomplete: the session looks it up as an operation of
-                        // its own (its own permit, visible), never inside this one.
-                        _ => ModifyOutcome::Conflict {
-                            id,
-                            server_record: None,
-                            error,
-                        },
-                    }
-                }
-                RecordResult::Error(item) => ModifyOutcome::Failed {
-                    id,
-                    error: CloudError::Server(item.to_server_error(raw.status)),
-                },
-            };
-            outcomes.push(outcome);
-        }
-        Ok(outcomes)
+        answers::modify_outcomes(
+            self.inner.database,
+            &batch,
+            answer,
+            raw.status,
+            &|problem| raw.unexpected(problem, None, self),
+        )
     }
 
     async fn lookup(
@@ -656,57 +569,18 @@ impl CloudKitClient {
         if record_names.is_empty() {
             return Ok(Vec::new());
         }
-        let request = LookupRecordsRequest {
-            records: record_names
-                .iter()
-                .map(|name| RecordLookup {
-                    record_name: name.clone(),
-                    desired_keys: None,
-                })
-                .collect(),
-            zone_id: Some(WireZoneId::from(&zone)),
-            desired_keys: None,
-            numbers_as_strings: None,
-        };
+        let request = answers::lookup_request(&zone, &record_names);
         let url = self.database_url(self.inner.database, "records/lookup");
         let raw = self.post("records/lookup", url, &request).await?;
         let answer: RecordsResponse = self.decode(&raw, "records/lookup")?;
-        if answer.records.len() != record_names.len() {
-            return Err(raw.unexpected(
-                &format!(
-                    "records/lookup answered {} entries for {} names",
-                    answer.records.len(),
-                    record_names.len()
-                ),
-                None,
-                self,
-            ));
-        }
-        Ok(record_names
-            .into_iter()
-            .zip(answer.records)
-            .map(|(name, result)| {
-                let id = RecordId::new(zone.clone(), name);
-                match result {
-                    RecordResult::Record(wire) => match self.record_in(&zone, &wire) {
-                        Ok(record) => LookupOutcome::Found(record),
-                        Err(e) => LookupOutcome::Failed {
-                            id,
-                            error: CloudError::Incompatible(e),
-                        },
-                    },
-                    RecordResult::Error(item)
-                        if item.server_error_code == ServerErrorCode::NotFound =>
-                    {
-                        LookupOutcome::NotFound(id)
-                    }
-                    RecordResult::Error(item) => LookupOutcome::Failed {
-                        id,
-                        error: CloudError::Server(item.to_server_error(raw.status)),
-                    },
-                }
-            })
-            .collect())
+        answers::lookup_outcomes(
+            self.inner.database,
+            &zone,
+            record_names,
+            answer,
+            raw.status,
+            &|problem| raw.unexpected(problem, None, self),
+        )
     }
 
     async fn zone_changes(
@@ -714,99 +588,25 @@ impl CloudKitClient {
         zone: ZoneId,
         since: Option<ChangeToken>,
     ) -> Result<ZoneChangesPage, CloudError> {
-        let request = ZoneChangesRequest {
-            zones: vec![ZoneChangesQuery {
-                zone_id: WireZoneId::from(&zone),
-                sync_token: since.map(|t| t.0),
-                results_limit: self.inner.limits.changes_page_size,
-                desired_keys: None,
-                desired_record_types: None,
-            }],
-            reverse: None,
-            desired_keys: None,
-            numbers_as_strings: None,
-            results_limit: None,
-            desired_record_types: None,
-        };
+        let request =
+            answers::zone_changes_request(&zone, since, self.inner.limits.changes_page_size);
         let answer: ZoneChangesResponse = self.post_json("changes/zone", &request).await?;
-        let entry = answer
-            .zones
-            .into_iter()
-            .find(|entry| match entry {
-                ZoneChangesResult::Error(e) => e.zone_id.zone_name == zone.zone_name,
-                ZoneChangesResult::Changes(c) => c.zone_id.zone_name == zone.zone_name,
-            })
-            .ok_or_else(|| CloudError::UnexpectedResponse {
-                status: Some(200),
-                detail: format!("changes/zone answered without an entry for zone `{zone}`"),
-            })?;
-        let changes = match entry {
-            ZoneChangesResult::Error(error) => {
-                return Err(CloudError::Server(error.to_server_error(200)));
-            }
-            ZoneChangesResult::Changes(changes) => changes,
-        };
-        let mut page = ZoneChangesPage {
-            zone: zone.clone(),
-            changed: Vec::new(),
-            deleted: Vec::new(),
-            token: ChangeToken(changes.sync_token),
-            more_coming: changes.more_coming,
-        };
-        for result in changes.records {
-            match result {
-                // An item error inside a change feed cannot be skipped: the token would pass it.
-                RecordResult::Error(item) => {
-                    return Err(CloudError::Server(item.to_server_error(200)));
-                }
-                RecordResult::Record(wire) if wire.is_tombstone() => {
-                    let name = wire.record_name.clone().ok_or(CloudError::Incompatible(
-                        ModelError::MissingKey { key: "recordName" },
-                    ))?;
-                    let record_zone = self.answered_zone(&zone, wire.zone_id.as_ref());
-                    page.deleted.push(RecordId::new(record_zone, name));
-                }
-                RecordResult::Record(wire) => {
-                    let record = self
-                        .record_in(&zone, &wire)
-                        .map_err(CloudError::Incompatible)?;
-                    page.changed.push(record);
-                }
-            }
-        }
-        Ok(page)
+        answers::zone_changes_page(
+            self.inner.database,
+            &zone,
+            answer,
+            200,
+            &Self::unexpected_success,
+        )
     }
 
     async fn database_changes(
         &self,
         since: Option<ChangeToken>,
     ) -> Result<DatabaseChangesPage, CloudError> {
-        let request = DatabaseChangesRequest {
-            sync_token: since.map(|t| t.0),
-            results_limit: self.inner.limits.changes_page_size,
-        };
+        let request = answers::database_changes_request(since, self.inner.limits.changes_page_size);
         let answer: DatabaseChangesResponse = self.post_json("changes/database", &request).await?;
-        let mut page = DatabaseChangesPage {
-            changed_zones: Vec::new(),
-            deleted_zones: Vec::new(),
-            token: ChangeToken(answer.sync_token),
-            more_coming: answer.more_coming,
-        };
-        for entry in answer.zones {
-            match entry {
-                ZoneResult::Error(error) => {
-                    return Err(CloudError::Server(error.to_server_error(200)));
-                }
-                ZoneResult::Zone(zone) if zone.deleted == Some(true) => {
-                    page.deleted_zones
-                        .push(self.local_zone(zone.zone_id.to_zone_id()));
-                }
-                ZoneResult::Zone(zone) => page
-                    .changed_zones
-                    .push(self.local_zone(zone.zone_id.to_zone_id())),
-            }
-        }
-        Ok(page)
+        answers::database_changes_page(self.inner.database, answer, 200)
     }
 
     async fn modify_zones(
@@ -817,59 +617,22 @@ impl CloudKitClient {
         if zones.is_empty() {
             return Ok(());
         }
-        let request = ModifyZonesRequest {
-            operations: zones
-                .iter()
-                .map(|zone| ZoneOperation {
-                    operation_type,
-                    zone: ZoneSpec {
-                        zone_id: WireZoneId::from(zone),
-                    },
-                })
-                .collect(),
-        };
+        let request = answers::modify_zones_request(&zones, operation_type);
         let answer: ZonesResponse = self.post_json("zones/modify", &request).await?;
-        if answer.zones.len() != zones.len() {
-            return Err(CloudError::UnexpectedResponse {
-                status: Some(200),
-                detail: format!(
-                    "zones/modify answered {} entries for {} operations",
-                    answer.zones.len(),
-                    zones.len()
-                ),
-            });
-        }
-        for entry in answer.zones {
-            if let ZoneResult::Error(error) = entry {
-                let already_gone = operation_type == ZoneOperationType::Delete
-                    && error.server_error_code == ServerErrorCode::ZoneNotFound;
-                if !already_gone {
-                    return Err(CloudError::Server(error.to_server_error(200)));
-                }
-            }
-        }
-        Ok(())
+        answers::zones_modified(
+            operation_type,
+            zones.len(),
+            answer,
+            200,
+            &Self::unexpected_success,
+        )
     }
 
     async fn subscribe(&self, subscription: Subscription) -> Result<(), CloudError> {
-        let request = ModifySubscriptionsRequest {
-            operations: vec![SubscriptionOperation {
-                operation_type: SubscriptionOperationType::Create,
-                subscription,
-            }],
-        };
-        let answer: skysync_model::wire::SubscriptionsResponse =
+        let request = answers::subscription_request(subscription);
+        let answer: SubscriptionsResponse =
             self.post_json("subscriptions/modify", &request).await?;
-        match answer.subscriptions.into_iter().next() {
-            Some(SubscriptionResult::Subscription(_)) => Ok(()),
-            Some(SubscriptionResult::Error(error)) => {
-                Err(CloudError::Server(error.to_server_error(200)))
-            }
-            None => Err(CloudError::UnexpectedResponse {
-                status: Some(200),
-                detail: "subscriptions/modify answered no entry".into(),
-            }),
-        }
+        answers::subscription_saved(answer, 200, &Self::unexpected_success)
     }
 
     async fn caller(&self) -> Result<UserIdentity, CloudError> {
@@ -886,11 +649,7 @@ impl CloudKitClient {
             })
             .await?;
         let answer: UsersResponse = self.decode(&raw, "users/caller")?;
-        answer
-            .users
-            .into_iter()
-            .next()
-            .ok_or_else(|| raw.unexpected("users/caller answered no user", None, self))
+        answers::caller_identity(answer, &|problem| raw.unexpected(problem, None, self))
     }
 
     async fn start_notifications(&self) -> Result<ZoneNotifications, CloudError> {

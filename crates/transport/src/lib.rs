@@ -60,6 +60,7 @@
 //! ```
 
 pub mod actor;
+pub mod answers;
 pub mod auth;
 pub mod client;
 pub mod config;
