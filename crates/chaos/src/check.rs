@@ -315,24 +315,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_lost_edit_is_found() {
-        let config = config();
-        let mut state = expected(&config);
-        // Put an older value back on a record whose last change is an edit.
-        let plan: Vec<Change> = DevicePlan::new(&config, 0).collect();
-        let last_edit = plan
-            .iter()
+    /// The latest change of `kind` in `plan` that is also the last change to its record (what the
+    /// record ends as).
+    fn last_standing(plan: &[Change], kind: ChangeKind) -> &Change {
+        plan.iter()
             .rev()
             .find(|c| {
-                c.kind == ChangeKind::Edit
+                c.kind == kind
                     && plan
                         .iter()
                         .rev()
                         .find(|o| o.record == c.record)
                         .is_some_and(|o| o.index == c.index)
             })
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn a_lost_edit_is_found() {
+        let config = config();
+        let mut state = expected(&config);
+        // Put an older value back on a record whose last change is an edit.
+        let plan: Vec<Change> = DevicePlan::new(&config, 0).collect();
+        let last_edit = last_standing(&plan, ChangeKind::Edit);
         let older = plan
             .iter()
             .rev()
@@ -375,18 +380,7 @@ mod tests {
         let config = config();
         let mut state = expected(&config);
         let plan: Vec<Change> = DevicePlan::new(&config, 1).collect();
-        let deleted = plan
-            .iter()
-            .rev()
-            .find(|c| {
-                c.kind == ChangeKind::Delete
-                    && plan
-                        .iter()
-                        .rev()
-                        .find(|o| o.record == c.record)
-                        .is_some_and(|o| o.index == c.index)
-            })
-            .unwrap();
+        let deleted = last_standing(&plan, ChangeKind::Delete);
         let before = plan
             .iter()
             .rev()
