@@ -433,17 +433,39 @@ impl Device {
         self.setup.dir.join("device.log")
     }
 
-    async fn start(&mut self, config: &ChaosConfig) -> Result<(), ChaosError> {
-        let program = config.bin_dir.join("chaos-device");
-        let mut command = Command::new(&program);
+    /// `chaos-device VERB --dir … --server … --token …` for this device; the caller adds the
+    /// verb's own arguments and hands it to [`Device::spawn`].
+    fn command(&self, config: &ChaosConfig, verb: &str) -> Command {
+        let mut command = Command::new(config.bin_dir.join("chaos-device"));
         command
-            .arg("run")
+            .arg(verb)
             .arg("--dir")
             .arg(&self.setup.dir)
             .arg("--server")
             .arg(&self.setup.server)
             .arg("--token")
-            .arg(&self.setup.token)
+            .arg(&self.setup.token);
+        command
+    }
+
+    /// Starts `command` with no input, its output dropped and its errors appended to the device's
+    /// log, killed if dropped.
+    async fn spawn(&self, mut command: Command) -> Result<Child, ChaosError> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.log()).await?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ChaosError::Spawn {
+                program: PathBuf::from(command.as_std().get_program()),
+                source,
+            })
+    }
+
+    async fn start(&mut self, config: &ChaosConfig) -> Result<(), ChaosError> {
+        let mut command = self.command(config, "run");
+        command
             .arg("--device")
             .arg(self.number.to_string())
             .arg("--devices")
@@ -458,13 +480,7 @@ impl Device {
                 .arg("--rate")
                 .arg(config.soak_rate.to_string());
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(&self.log()).await?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| ChaosError::Spawn { program, source })?;
+        let child = self.spawn(command).await?;
         self.proc.adopt(child);
         Ok(())
     }
@@ -475,25 +491,13 @@ impl Device {
 
     /// Runs `chaos-device settle` and reads its dump (`None`: it failed; the log says why).
     async fn settle(&self, config: &ChaosConfig) -> Result<Option<SettleDump>, ChaosError> {
-        let program = config.bin_dir.join("chaos-device");
         let dump = self.setup.dump();
         let _ = tokio::fs::remove_file(&dump).await;
-        let mut child = Command::new(&program)
-            .arg("settle")
-            .arg("--dir")
-            .arg(&self.setup.dir)
-            .arg("--server")
-            .arg(&self.setup.server)
-            .arg("--token")
-            .arg(&self.setup.token)
+        let mut command = self.command(config, "settle");
+        command
             .arg("--timeout")
-            .arg(config.settle_timeout.as_secs().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(&self.log()).await?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| ChaosError::Spawn { program, source })?;
+            .arg(config.settle_timeout.as_secs().to_string());
+        let mut child = self.spawn(command).await?;
         let bound = config.settle_timeout + Duration::from_secs(60);
         if tokio::time::timeout(bound, child.wait()).await.is_err() {
             let _ = child.start_kill();
