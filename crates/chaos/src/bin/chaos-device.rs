@@ -53,6 +53,35 @@ impl Where {
     }
 }
 
+/// The device's share of a run's seeded plan.
+#[derive(Debug, clap::Args)]
+struct Share {
+    /// The device's number (from 0).
+    #[arg(long)]
+    device: u32,
+    /// How many devices share the plan.
+    #[arg(long)]
+    devices: u32,
+    /// How many changes all devices make together.
+    #[arg(long)]
+    changes: u64,
+    /// The run's seed.
+    #[arg(long)]
+    seed: u64,
+}
+
+impl Share {
+    /// The plan shared (`endless`: it goes on past `changes`, a soak run).
+    fn plan(&self, endless: bool) -> PlanConfig {
+        PlanConfig {
+            seed: self.seed,
+            devices: self.devices,
+            changes: self.changes,
+            endless,
+        }
+    }
+}
+
 /// The modes.
 #[derive(Debug, Subcommand)]
 enum Mode {
@@ -61,18 +90,9 @@ enum Mode {
         /// Where.
         #[command(flatten)]
         at: Where,
-        /// This device's number (from 0).
-        #[arg(long)]
-        device: u32,
-        /// How many devices share the plan.
-        #[arg(long)]
-        devices: u32,
-        /// How many changes all devices make together.
-        #[arg(long)]
-        changes: u64,
-        /// The run's seed.
-        #[arg(long)]
-        seed: u64,
+        /// Which share of which plan.
+        #[command(flatten)]
+        share: Share,
         /// Go on making changes until stopped (a soak run).
         #[arg(long)]
         endless: bool,
@@ -82,18 +102,9 @@ enum Mode {
     },
     /// Print the device's plan, one change a line.
     Plan {
-        /// The device's number.
-        #[arg(long)]
-        device: u32,
-        /// How many devices share the plan.
-        #[arg(long)]
-        devices: u32,
-        /// How many changes all devices make together.
-        #[arg(long)]
-        changes: u64,
-        /// The run's seed.
-        #[arg(long)]
-        seed: u64,
+        /// Which share of which plan.
+        #[command(flatten)]
+        share: Share,
         /// Only the changes to this record.
         #[arg(long)]
         record: Option<String>,
@@ -113,41 +124,22 @@ async fn main_async(mode: Mode) -> Result<(), device::DeviceError> {
     match mode {
         Mode::Run {
             at,
-            device,
-            devices,
-            changes,
-            seed,
+            share,
             endless,
             rate,
         } => {
-            let plan = PlanConfig {
-                seed,
-                devices,
-                changes,
-                endless,
-            };
+            let plan = share.plan(endless);
             let pace = if endless {
                 Pace::PerSecond(rate)
             } else {
                 Pace::Bursts
             };
-            device::run(&at.setup(), &plan, device, pace).await
+            device::run(&at.setup(), &plan, share.device, pace).await
         }
-        Mode::Plan {
-            device,
-            devices,
-            changes,
-            seed,
-            record,
-        } => {
-            let plan = PlanConfig {
-                seed,
-                devices,
-                changes,
-                endless: false,
-            };
+        Mode::Plan { share, record } => {
+            let plan = share.plan(false);
             let mut out = std::io::stdout().lock();
-            for change in DevicePlan::new(&plan, device) {
+            for change in DevicePlan::new(&plan, share.device) {
                 if record.as_ref().is_none_or(|r| *r == change.record) {
                     let line = format!(
                         "{} {} {:?} {}",
