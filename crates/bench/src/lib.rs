@@ -1,4 +1,5 @@
-//! What every benchmark shares: where its JSON goes, how peak memory is read, percentiles.
+//! What every benchmark shares: where its JSON goes, how peak memory is read, percentiles, the
+//! dev server and the sign-in they sync with, unpaced throttling, and measuring in a child process.
 //!
 //! Each benchmark is a binary of this crate (`src/bin/NAME.rs`). `cargo xtask bench [NAME]...`
 //! builds them in release mode, runs each, and prints one table of what they wrote to
@@ -19,8 +20,23 @@
 //! ```
 #![allow(clippy::print_stdout)]
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use skysync::ThrottleConfig;
+use skysync_devserver::{DevServer, DevServerError, ServerConfig};
+use std::ffi::OsStr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
+
+/// The web auth token benchmark clients sign in to their dev server with.
+pub const TOKEN: &str = "bench-user";
+
+/// The container the engine's dev-server client uses (`EngineBuilder::dev_server`), for requests
+/// a benchmark makes to the same database itself.
+pub const CONTAINER: &str = "iCloud.dev.skysync";
 
 /// What can stop a benchmark from producing its report.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +52,30 @@ pub enum BenchError {
     /// The report could not be encoded as JSON (a non-finite number in it, say).
     #[error("could not encode the report: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A child measuring process could not be started.
+    #[error("could not start the {what} child: {source}")]
+    ChildStart {
+        /// Which child.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A child measuring process failed (its stderr, passed through, says why).
+    #[error("the {what} child failed: {status}")]
+    ChildFailed {
+        /// Which child.
+        what: String,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A child's answer was not the JSON its parent expected.
+    #[error("the {what} child answered something else than its measurement: {source}")]
+    ChildAnswer {
+        /// Which child.
+        what: String,
+        /// Why it did not parse.
+        source: serde_json::Error,
+    },
 }
 
 /// The directory benchmarks write their JSON into: `$SKYSYNC_BENCH_DIR` when set (xtask sets
@@ -72,6 +112,58 @@ pub fn write_report_in(
         })?;
     println!("{name}: {text}");
     Ok(path)
+}
+
+/// A dev server on 127.0.0.1 (a free port), in memory, with the default settings (no rate limit).
+pub async fn dev_server() -> Result<DevServer, DevServerError> {
+    DevServer::start(ServerConfig {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        ..ServerConfig::default()
+    })
+    .await
+}
+
+/// Pacing out of the way: the throttle starts at its ceiling and the quota never bites.
+pub fn unpaced() -> ThrottleConfig {
+    ThrottleConfig {
+        initial_rate: 1_000.0,
+        max_rate: 1_000.0,
+        quota_interval: Duration::from_micros(500),
+        quota_burst: NonZeroU32::MIN.saturating_add(999),
+        ..ThrottleConfig::default()
+    }
+}
+
+/// Runs this benchmark's binary again with `args`, as a child measuring something in a process
+/// of its own (its peak memory its own), and reads the measurement it answered with
+/// [`answer_parent`]. The child's stderr passes through; `what` names it in errors.
+pub async fn in_child<T: DeserializeOwned>(what: &str, args: &[&OsStr]) -> Result<T, BenchError> {
+    let start = |source| BenchError::ChildStart {
+        what: what.to_owned(),
+        source,
+    };
+    let output = tokio::process::Command::new(std::env::current_exe().map_err(start)?)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .map_err(start)?;
+    if !output.status.success() {
+        return Err(BenchError::ChildFailed {
+            what: what.to_owned(),
+            status: output.status,
+        });
+    }
+    serde_json::from_slice(&output.stdout).map_err(|source| BenchError::ChildAnswer {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// In a child started by [`in_child`]: hands `measured` to the parent (one JSON line on stdout).
+pub fn answer_parent<T: Serialize>(measured: &T) -> Result<(), BenchError> {
+    println!("{}", serde_json::to_string(measured)?);
+    Ok(())
 }
 
 /// The most resident memory this process has had so far, in MiB (`VmHWM` of

@@ -20,14 +20,13 @@
 //! Writes `target/bench/backlog.json`: `{"save_us_at_0", "save_us_at_10k", "save_us_at_100k",
 //! "open_ms", "peak_rss_mb", "drain_s"}`. Goals: a save at 100k at most 1.2 times a save at 0;
 //! open at most 200 ms; peak RSS at most 64 MB.
-#![allow(clippy::print_stdout)] // the child hands its measurement to the parent on stdout
 
 use redb::Durability;
-use skysync::{Engine, Record, RecordId, SessionConfig, ThrottleConfig, ZoneId};
-use skysync_devserver::{DevServer, ServerConfig};
+use skysync::{Engine, Record, RecordId, SessionConfig, ZoneId};
+use skysync_bench::{TOKEN, dev_server, unpaced};
 use skysync_store::StoreFile;
 use std::error::Error;
-use std::num::NonZeroU32;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,8 +42,6 @@ const SAVES: usize = 300;
 const OPENS: usize = 3;
 /// Records per transaction while building the backlog.
 const BUILD_CHUNK: usize = 5_000;
-/// The web auth token the engine signs in with.
-const TOKEN: &str = "bench-user";
 /// The longest the drain may take before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -66,17 +63,6 @@ fn note(name: String, n: usize) -> Record {
     Record::new(RecordId::new(zone(), name), "Note")
         .with("body", "x".repeat(1_000))
         .with("n", i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-/// Pacing out of the way: the throttle starts at its ceiling and the quota never bites.
-fn unpaced() -> ThrottleConfig {
-    ThrottleConfig {
-        initial_rate: 1_000.0,
-        max_rate: 1_000.0,
-        quota_interval: Duration::from_micros(500),
-        quota_burst: NonZeroU32::MIN.saturating_add(999),
-        ..ThrottleConfig::default()
-    }
 }
 
 /// A server URL on 127.0.0.1 that refuses connections: a port that was free a moment ago.
@@ -214,23 +200,15 @@ async fn parent() -> BenchResult<()> {
     eprintln!("backlog: a save at 100k pending: {save_us_at_100k:.0} µs; open {open_ms:.1} ms");
 
     // The drain, in a child, to a server in this process.
-    let server = DevServer::start(ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        ..ServerConfig::default()
-    })
-    .await?;
-    let output = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("drain")
-        .arg(&store)
-        .arg(server.base_url())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await?;
+    let server = dev_server().await?;
+    let base = server.base_url();
+    let drained: Result<Drained, _> = skysync_bench::in_child(
+        "drain",
+        &[OsStr::new("drain"), store.as_os_str(), OsStr::new(&base)],
+    )
+    .await;
     server.shutdown().await?;
-    if !output.status.success() {
-        return Err(format!("the drain child failed: {}", output.status).into());
-    }
-    let drained: Drained = serde_json::from_slice(&output.stdout)?;
+    let drained = drained?;
     eprintln!(
         "backlog: drained {} changes in {:.1} s, peak RSS {:.1} MB",
         drained.drained, drained.seconds, drained.peak_rss_mb
@@ -255,8 +233,7 @@ async fn main() -> BenchResult<()> {
         [] => parent().await,
         [kind, path, base] if kind == "drain" => {
             let drained = drain(Path::new(path), base).await?;
-            println!("{}", serde_json::to_string(&drained)?);
-            Ok(())
+            Ok(skysync_bench::answer_parent(&drained)?)
         }
         _ => Err("usage: backlog [drain STORE_PATH BASE_URL]".into()),
     }

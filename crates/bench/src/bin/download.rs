@@ -19,17 +19,16 @@
 //! Writes `target/bench/download.json`: `{"records", "engine_s", "raw_s", "ratio",
 //! "peak_rss_mb", "peak_rss_mb_at_10k"}`. Goals: ratio at most 1.15, peak RSS at most 64 MB, and
 //! not growing from 10k to 100k records.
-#![allow(clippy::print_stdout)] // a child hands its measurement to the parent on stdout
 
 use redb::{Database, Durability, TableDefinition};
-use skysync::{Engine, Record, RecordId, SessionConfig, SyncEvent, ThrottleConfig, ZoneId};
-use skysync_devserver::{DevServer, ServerConfig};
+use skysync::{Engine, Record, RecordId, SessionConfig, SyncEvent, ZoneId};
+use skysync_bench::{CONTAINER, TOKEN, dev_server, unpaced};
 use skysync_model::wire::{
     RecordResult, WireZoneId, ZoneChangesQuery, ZoneChangesRequest, ZoneChangesResponse,
     ZoneChangesResult,
 };
 use std::error::Error;
-use std::num::NonZeroU32;
+use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -41,10 +40,6 @@ const RECORDS: usize = 100_000;
 const RECORDS_SMALL: usize = 10_000;
 /// Records per page, and per seeding request.
 const PAGE: usize = 200;
-/// The web auth token every client signs in with.
-const TOKEN: &str = "bench-user";
-/// The container the engine's dev-server client uses (`EngineBuilder::dev_server`).
-const CONTAINER: &str = "iCloud.dev.skysync";
 /// The longest one fetch may take before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -110,17 +105,6 @@ async fn seed(http: &reqwest::Client, base: &str, zone: &ZoneId, count: usize) -
         }
     }
     Ok(())
-}
-
-/// Pacing out of the way: the throttle starts at its ceiling and the quota never bites.
-fn unpaced() -> ThrottleConfig {
-    ThrottleConfig {
-        initial_rate: 1_000.0,
-        max_rate: 1_000.0,
-        quota_interval: Duration::from_micros(500),
-        quota_burst: NonZeroU32::MIN.saturating_add(999),
-        ..ThrottleConfig::default()
-    }
 }
 
 /// The child's engine fetch: a fresh store, timed from the build's start until every one of the
@@ -262,24 +246,14 @@ async fn raw_fetch(base: &str, zone: ZoneId, count: usize) -> BenchResult<Measur
 
 /// Runs this binary again as a child measuring one fetch, and reads what it measured.
 async fn in_child(kind: &str, base: &str, zone: &ZoneId, count: usize) -> BenchResult<Measured> {
-    let output = tokio::process::Command::new(std::env::current_exe()?)
-        .args([kind, base, &zone.zone_name, &count.to_string()])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await?;
-    if !output.status.success() {
-        return Err(format!("the {kind} child failed: {}", output.status).into());
-    }
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let count = count.to_string();
+    let args = [kind, base, &zone.zone_name, &count].map(OsStr::new);
+    Ok(skysync_bench::in_child(kind, &args).await?)
 }
 
 /// The parent: the server, the seeding, the children, the report.
 async fn parent() -> BenchResult<()> {
-    let server = DevServer::start(ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        ..ServerConfig::default()
-    })
-    .await?;
+    let server = dev_server().await?;
     let base = server.base_url();
     let http = reqwest::Client::new();
     let small = ZoneId::new("Bench10k");
@@ -335,8 +309,7 @@ async fn main() -> BenchResult<()> {
             } else {
                 raw_fetch(base, zone, count).await?
             };
-            println!("{}", serde_json::to_string(&measured)?);
-            Ok(())
+            Ok(skysync_bench::answer_parent(&measured)?)
         }
         _ => Err("usage: download [engine|raw BASE_URL ZONE COUNT]".into()),
     }

@@ -19,14 +19,14 @@
 //! engine_s / raw_s; the goal is at most 1.15).
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
-use skysync::{Engine, Record, RecordId, SessionConfig, ThrottleConfig, ZoneId};
+use skysync::{Engine, Record, RecordId, SessionConfig, ZoneId};
+use skysync_bench::{CONTAINER, TOKEN, dev_server, unpaced};
+use skysync_devserver::DevServer;
 use skysync_devserver::dev_view::DatabaseSnapshot;
-use skysync_devserver::{DevServer, ServerConfig};
 use skysync_model::PendingChange;
 use skysync_model::wire::{RecordResult, RecordsResponse};
 use skysync_transport::ModifyBatch;
 use std::error::Error;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,10 +36,6 @@ type BenchResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 const RECORDS: usize = 20_000;
 /// How many changes one `records/modify` request carries (CloudKit's limit, the engine's batch).
 const BATCH: usize = 200;
-/// The web auth token both runs sign in with.
-const TOKEN: &str = "bench-user";
-/// The container the engine's dev-server client uses (`EngineBuilder::dev_server`).
-const CONTAINER: &str = "iCloud.dev.skysync";
 /// The longest either run may take before the benchmark gives up.
 const PATIENCE: Duration = Duration::from_secs(300);
 
@@ -60,26 +56,6 @@ fn records(zone: &ZoneId) -> BenchResult<Vec<Record>> {
             )
         })
         .collect()
-}
-
-/// A dev server on 127.0.0.1, in memory, with no rate limit.
-async fn server() -> BenchResult<DevServer> {
-    Ok(DevServer::start(ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        ..ServerConfig::default()
-    })
-    .await?)
-}
-
-/// Pacing out of the way: the throttle starts at its ceiling and the quota never bites.
-fn unpaced() -> ThrottleConfig {
-    ThrottleConfig {
-        initial_rate: 1_000.0,
-        max_rate: 1_000.0,
-        quota_interval: Duration::from_micros(500),
-        quota_burst: NonZeroU32::MIN.saturating_add(999),
-        ..ThrottleConfig::default()
-    }
 }
 
 /// How many `records/modify` requests the server received from the bench user.
@@ -115,7 +91,7 @@ async fn records_on_server(server: &DevServer, zone: &ZoneId) -> BenchResult<usi
 /// The engine: every save durable on return, synced in the background; timed until the outbox is
 /// empty and nothing is in flight.
 async fn engine_run(zone: &ZoneId, records: Vec<Record>) -> BenchResult<f64> {
-    let server = server().await?;
+    let server = dev_server().await?;
     let dir = tempfile::tempdir()?;
     let mut config = SessionConfig::new(vec![zone.clone()]);
     config.send_debounce = Duration::from_millis(20);
@@ -234,7 +210,7 @@ impl RawSender {
 /// The raw baseline: one durable commit per save on a blocking thread, and each full batch sent
 /// (and its answer committed) while the saves go on.
 async fn raw_run(zone: &ZoneId, records: Vec<Record>) -> BenchResult<f64> {
-    let server = server().await?;
+    let server = dev_server().await?;
     let dir = tempfile::tempdir()?;
     let db = Arc::new(Database::create(dir.path().join("raw.redb"))?);
     {
