@@ -533,23 +533,21 @@ impl World {
                 },
             },
         };
+        // The next `n` requests of `operation` (`*`: any) answer the server error `code`.
+        let server_error = |operation: &str, code: &str, n: u32| {
+            let who = if operation == "*" {
+                "every operation"
+            } else {
+                operation
+            };
+            request(
+                format!("{who} answers {code} x{n}"),
+                serde_json::json!({"operation": operation, "count": n, "serverErrorCode": code}),
+            )
+        };
         match self.rng.random_range(0..10u32) {
-            0 => {
-                let n = count(&mut self.rng, 3);
-                request(
-                    format!("records/modify answers TRY_AGAIN_LATER x{n}"),
-                    serde_json::json!({"operation": "records/modify", "count": n,
-                        "serverErrorCode": "TRY_AGAIN_LATER"}),
-                )
-            }
-            1 => {
-                let n = count(&mut self.rng, 2);
-                request(
-                    format!("every operation answers INTERNAL_ERROR x{n}"),
-                    serde_json::json!({"operation": "*", "count": n,
-                        "serverErrorCode": "INTERNAL_ERROR"}),
-                )
-            }
+            0 => server_error("records/modify", "TRY_AGAIN_LATER", count(&mut self.rng, 3)),
+            1 => server_error("*", "INTERNAL_ERROR", count(&mut self.rng, 2)),
             2 => {
                 let after = count(&mut self.rng, 3);
                 request(
@@ -582,16 +580,8 @@ impl World {
                     serde_json::json!({"operation": "*", "count": n, "delayMs": ms}),
                 )
             }
-            7 => request(
-                "changes/zone answers CHANGE_TOKEN_EXPIRED x1".into(),
-                serde_json::json!({"operation": "changes/zone",
-                    "serverErrorCode": "CHANGE_TOKEN_EXPIRED"}),
-            ),
-            8 => request(
-                "changes/database answers CHANGE_TOKEN_EXPIRED x1".into(),
-                serde_json::json!({"operation": "changes/database",
-                    "serverErrorCode": "CHANGE_TOKEN_EXPIRED"}),
-            ),
+            7 => server_error("changes/zone", "CHANGE_TOKEN_EXPIRED", 1),
+            8 => server_error("changes/database", "CHANGE_TOKEN_EXPIRED", 1),
             _ => {
                 let name = self
                     .random_record(device)
