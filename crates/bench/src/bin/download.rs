@@ -23,10 +23,9 @@
 use redb::{Database, Durability, TableDefinition};
 use skysync::{Engine, Record, RecordId, SessionConfig, SyncEvent, ZoneId};
 use skysync_bench::{CONTAINER, TOKEN, dev_server, unpaced};
-use skysync_model::wire::{
-    RecordResult, WireZoneId, ZoneChangesQuery, ZoneChangesRequest, ZoneChangesResponse,
-    ZoneChangesResult,
-};
+use skysync_model::ChangeToken;
+use skysync_model::wire::{RecordResult, WireZoneId, ZoneChangesResponse, ZoneChangesResult};
+use skysync_transport::answers;
 use std::error::Error;
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
@@ -179,20 +178,11 @@ async fn raw_fetch(base: &str, zone: ZoneId, count: usize) -> BenchResult<Measur
         if started.elapsed() > PATIENCE {
             return Err("the raw loop did not fetch within 5 minutes".into());
         }
-        let request = ZoneChangesRequest {
-            zones: vec![ZoneChangesQuery {
-                zone_id: WireZoneId::from(&zone),
-                sync_token: token.clone(),
-                results_limit: Some(u32::try_from(PAGE)?),
-                desired_keys: None,
-                desired_record_types: None,
-            }],
-            reverse: None,
-            desired_keys: None,
-            numbers_as_strings: None,
-            results_limit: None,
-            desired_record_types: None,
-        };
+        let request = answers::zone_changes_request(
+            &zone,
+            token.clone().map(ChangeToken),
+            Some(u32::try_from(PAGE)?),
+        );
         let response = http.post(&url).json(&request).send().await?;
         if !response.status().is_success() {
             return Err(format!("changes/zone answered {}", response.status()).into());
