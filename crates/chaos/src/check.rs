@@ -256,28 +256,33 @@ mod tests {
         }
     }
 
+    /// Makes `change` to `state`, as a device's store would.
+    fn apply(state: &mut FinalState, change: &Change) {
+        match change.kind {
+            ChangeKind::Delete => {
+                state.remove(&change.record);
+            }
+            ChangeKind::Create | ChangeKind::Edit => {
+                state.insert(
+                    change.record.clone(),
+                    [(change.field(), change.value().unwrap())].into(),
+                );
+            }
+            ChangeKind::EditShared => {
+                state
+                    .entry(change.record.clone())
+                    .or_default()
+                    .insert(change.field(), change.value().unwrap());
+            }
+        }
+    }
+
     /// The state the whole plan leaves behind.
     fn expected(config: &PlanConfig) -> FinalState {
         let mut state = FinalState::new();
         for device in 0..config.devices {
             for change in DevicePlan::new(config, device) {
-                match change.kind {
-                    ChangeKind::Delete => {
-                        state.remove(&change.record);
-                    }
-                    ChangeKind::Create | ChangeKind::Edit => {
-                        state.insert(
-                            change.record.clone(),
-                            [(change.field(), change.value().unwrap())].into(),
-                        );
-                    }
-                    ChangeKind::EditShared => {
-                        state
-                            .entry(change.record.clone())
-                            .or_default()
-                            .insert(change.field(), change.value().unwrap());
-                    }
-                }
+                apply(&mut state, &change);
             }
         }
         state
@@ -447,28 +452,10 @@ mod tests {
             let device = u32::try_from(device).unwrap();
             for change in DevicePlan::new(&config, device).take(usize::try_from(count + 1).unwrap())
             {
-                for (state, apply) in [(&mut before, change.index < count), (&mut after, true)] {
-                    if !apply {
-                        continue;
-                    }
-                    match change.kind {
-                        ChangeKind::Delete => {
-                            state.remove(&change.record);
-                        }
-                        ChangeKind::Create | ChangeKind::Edit => {
-                            state.insert(
-                                change.record.clone(),
-                                [(change.field(), change.value().unwrap())].into(),
-                            );
-                        }
-                        ChangeKind::EditShared => {
-                            state
-                                .entry(change.record.clone())
-                                .or_default()
-                                .insert(change.field(), change.value().unwrap());
-                        }
-                    }
+                if change.index < count {
+                    apply(&mut before, &change);
                 }
+                apply(&mut after, &change);
             }
         }
         for state in [&before, &after] {
