@@ -947,12 +947,13 @@ async fn settle_all(
     Ok((dumps, SETTLE_ROUNDS))
 }
 
-/// The server's view of the chaos zone, and how many record names it lists more than once.
-async fn server_view(http: &reqwest::Client, base: &str) -> Result<(FinalState, u64), ChaosError> {
-    let view = DevView::new(base);
+/// GETs a JSON page of the dev server's view (a non-success status is an error too).
+async fn get_view<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: String,
+) -> Result<T, ChaosError> {
     let err = |e: reqwest::Error| ChaosError::View(e.to_string());
-    let user: DevUser = http
-        .get(view.user_url(TOKEN))
+    http.get(url)
         .send()
         .await
         .map_err(err)?
@@ -960,7 +961,13 @@ async fn server_view(http: &reqwest::Client, base: &str) -> Result<(FinalState, 
         .map_err(err)?
         .json()
         .await
-        .map_err(err)?;
+        .map_err(err)
+}
+
+/// The server's view of the chaos zone, and how many record names it lists more than once.
+async fn server_view(http: &reqwest::Client, base: &str) -> Result<(FinalState, u64), ChaosError> {
+    let view = DevView::new(base);
+    let user: DevUser = get_view(http, view.user_url(TOKEN)).await?;
     let url = view.records_url(
         CONTAINER,
         "development",
@@ -968,16 +975,7 @@ async fn server_view(http: &reqwest::Client, base: &str) -> Result<(FinalState, 
         Some(&user.user_record_name),
         Some(ZONE),
     );
-    let snapshot: DatabaseSnapshot = http
-        .get(url)
-        .send()
-        .await
-        .map_err(err)?
-        .error_for_status()
-        .map_err(err)?
-        .json()
-        .await
-        .map_err(err)?;
+    let snapshot: DatabaseSnapshot = get_view(http, url).await?;
     let zone = ZoneId::new(ZONE);
     let mut state = FinalState::new();
     let mut doubled = 0;
