@@ -115,21 +115,6 @@ pub(crate) struct Write {
     pub(crate) carried: BTreeMap<String, String>,
 }
 
-impl Write {
-    /// A delete made at `step` by `device` (`returned`: it returned `Ok` before any power cut). A
-    /// delete reads nothing and writes no fields: never blind, nothing carried.
-    pub(crate) fn delete(step: usize, device: usize, returned: bool) -> Write {
-        Write {
-            step,
-            device,
-            change: Change::Delete,
-            returned,
-            blind: false,
-            carried: BTreeMap::new(),
-        }
-    }
-}
-
 /// A record as the final state holds it: its type and its non-null string fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FinalRecord {
@@ -373,6 +358,17 @@ mod tests {
         }
     }
 
+    fn delete(step: usize, device: usize, returned: bool) -> Write {
+        Write {
+            step,
+            device,
+            change: Change::Delete,
+            returned,
+            blind: false,
+            carried: BTreeMap::new(),
+        }
+    }
+
     fn record(record_type: &str, fields: &[(&str, &str)]) -> FinalRecord {
         FinalRecord {
             record_type: record_type.to_owned(),
@@ -410,7 +406,7 @@ mod tests {
     fn a_deleted_owned_record_must_stay_gone() {
         let mut ledger = Ledger::default();
         ledger.record("o0-0", save(1, 0, "v1", true));
-        ledger.record("o0-0", Write::delete(2, 0, true));
+        ledger.record("o0-0", delete(2, 0, true));
         let back = BTreeMap::from([("o0-0".to_owned(), record("Owned", &[("v", "v1")]))]);
         assert!(!ledger.violations(&back, 1).is_empty());
         assert!(ledger.violations(&BTreeMap::new(), 1).is_empty());
@@ -454,7 +450,7 @@ mod tests {
     fn a_contested_record_deleted_and_not_saved_again_must_be_gone() {
         let mut ledger = Ledger::default();
         ledger.record("x0", save(1, 0, "v1", true));
-        ledger.record("x0", Write::delete(2, 1, true));
+        ledger.record("x0", delete(2, 1, true));
         let back = BTreeMap::from([("x0".to_owned(), record("Contested", &[("d0", "v1")]))]);
         assert_eq!(ledger.violations(&back, 2).len(), 1);
         ledger.record("x0", save(3, 0, "v3", true));

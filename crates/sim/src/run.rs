@@ -618,8 +618,17 @@ impl World {
                 let engine = self.life(device)?.engine.clone();
                 let id = RecordId::new(zone(), name.clone());
                 let returned = self.write(device, engine.delete(id), None).await?;
-                self.ledger
-                    .record(&name, Write::delete(step, device, returned));
+                self.ledger.record(
+                    &name,
+                    Write {
+                        step,
+                        device,
+                        change: Change::Delete,
+                        returned,
+                        blind: false,
+                        carried: BTreeMap::new(),
+                    },
+                );
                 self.note(at, Some(device), format!("delete {name}"), "ok");
             }
             Action::Link { device, up } => {
