@@ -52,9 +52,9 @@ use skysync::{
     Diagnostics, Engine, FieldValue, Record, RecordId, SessionConfig, Status, SyncEvent,
     ThrottleConfig, ZoneId,
 };
-use skysync_bench::{CONTAINER, TOKEN, dev_server, round, write_report};
-use skysync_devserver::DevServer;
+use skysync_bench::{round, write_report};
 use skysync_devserver::dev_view::{DatabaseSnapshot, DevUser, DevView};
+use skysync_devserver::{DevServer, ServerConfig};
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::Arc;
@@ -79,6 +79,10 @@ const SHARED_ONE_IN: u64 = 5;
 const ROUNDS: usize = 10;
 /// The pause after each round.
 const PAUSE: Duration = Duration::from_millis(50);
+/// The user every device signs in as.
+const TOKEN: &str = "bench-user";
+/// The container the engine's dev-server client uses.
+const CONTAINER: &str = "iCloud.dev.skysync";
 /// The longest a run may take before the benchmark gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(100);
 /// How often diagnostics are read while waiting.
@@ -443,7 +447,11 @@ struct Outcome {
 /// `devices` devices make `EDITS` edits in all against a fresh dev server and sync until
 /// quiescent.
 async fn run(devices: usize) -> BenchResult<Outcome> {
-    let server = dev_server().await?;
+    let server = DevServer::start(ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ..ServerConfig::default()
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
     let mut all = Vec::with_capacity(devices);
     for n in 0..devices {

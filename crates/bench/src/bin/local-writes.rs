@@ -25,7 +25,8 @@
 
 use serde_json::json;
 use skysync::{Engine, Record, RecordId, SessionConfig, ThrottleConfig, ZoneId};
-use skysync_bench::{TOKEN, dev_server, percentile, round, write_report};
+use skysync_bench::{percentile, round, write_report};
+use skysync_devserver::{DevServer, ServerConfig};
 use skysync_store::{StoreConfig, StoreFile, StoreHandle};
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -196,11 +197,15 @@ fn micros(d: Duration) -> f64 {
 }
 
 async fn engine_saves(dir: &std::path::Path) -> BenchResult<Measured> {
-    let server = dev_server().await?;
+    let server = DevServer::start(ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ..ServerConfig::default()
+    })
+    .await?;
     let mut config = SessionConfig::new(vec![zone()]);
     config.notifications = false;
     let engine = Engine::builder(dir.join("engine.redb"))
-        .dev_server(server.base_url(), TOKEN)?
+        .dev_server(server.base_url(), "bench-user")?
         .session(config)
         .throttle(ThrottleConfig {
             initial_rate: 40.0,

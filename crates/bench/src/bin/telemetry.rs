@@ -14,7 +14,8 @@
 
 use serde_json::json;
 use skysync::{Engine, Record, RecordId, SessionConfig, ThrottleConfig, ZoneId};
-use skysync_bench::{TOKEN, dev_server, round, write_report};
+use skysync_bench::{round, write_report};
+use skysync_devserver::{DevServer, ServerConfig};
 use std::error::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,14 +27,18 @@ const RECORDS: usize = 20_000;
 
 /// Saves `RECORDS` records (about 1 KB of fields each) and waits until the server has them all.
 async fn sync_all() -> BenchResult<Duration> {
-    let server = dev_server().await?;
+    let server = DevServer::start(ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ..ServerConfig::default()
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
     let zone = ZoneId::new("Bench");
     let mut config = SessionConfig::new(vec![zone.clone()]);
     config.send_debounce = Duration::from_millis(20);
     config.notifications = false;
     let engine = Engine::builder(dir.path().join("bench.redb"))
-        .dev_server(server.base_url(), TOKEN)?
+        .dev_server(server.base_url(), "bench-user")?
         .session(config)
         // Pacing out of the way: this measures the engine, not the server's patience.
         .throttle(ThrottleConfig {
