@@ -140,6 +140,19 @@ impl Feed {
     }
 }
 
+/// CONFLICT answers for one record in a row, and the contents of the server's copy the last one
+/// carried: a streak counts a tag that changes while the contents stay.
+#[derive(Debug, Default)]
+struct ConflictStreak {
+    /// CONFLICTs in a row whose server copy had the contents of the one before.
+    count: u32,
+    /// The record type and fields of the server's copy the last CONFLICT carried.
+    contents: Option<(
+        String,
+        std::collections::BTreeMap<String, skysync_model::Field>,
+    )>,
+}
+
 /// What an operation's request answered (opaque: only the session reads it).
 #[derive(Debug)]
 pub struct Completion(Result<Answer, RequestError>);
@@ -294,9 +307,10 @@ pub struct SessionState {
     /// Feeds cut short in this fetch pass (a page bound reached, a token that did not advance):
     /// not fetched again until the next pass (the periodic fetch, `sync_now`, `resume`).
     held_back: BTreeSet<Feed>,
-    /// CONFLICT answers to `records/modify` in a row, per record (forgotten once the server
-    /// confirms the record, or the conflict ends without a re-send).
-    conflicts_in_a_row: HashMap<RecordId, u32>,
+    /// CONFLICT answers to `records/modify` in a row in which the server's copy changed its tag
+    /// and nothing else, per record (forgotten once the server confirms the record, or the
+    /// conflict ends without a re-send).
+    conflicts_in_a_row: HashMap<RecordId, ConflictStreak>,
     /// A change of the send being applied that failed in passing (throttled or transient): the
     /// send is then retried as the error table says instead of counted a success.
     passing_item_failure: Option<CloudError>,
@@ -1140,12 +1154,12 @@ impl SessionState {
                                 })
                                 .await;
                         } else {
-                            self.count_conflict(&id);
+                            self.count_conflict(&id, Some(&server));
                             let _ = self.c.store.record_conflict(id, Some(*server)).await;
                         }
                     }
                     None => {
-                        self.count_conflict(&id);
+                        self.count_conflict(&id, None);
                         self.lookups.push(id);
                     }
                 },
@@ -1277,9 +1291,11 @@ impl SessionState {
             if matches!(entry, skysync_queue::OutboxEntry::Parked(_)) {
                 continue;
             }
-            let conflicts = self.conflicts_in_a_row.get(&id).copied().unwrap_or(0);
-            // A server whose change tag changes on every read answers every re-send CONFLICT:
-            // past the bound the change is parked instead of resolved and sent again.
+            let conflicts = self.conflicts_in_a_row.get(&id).map_or(0, |s| s.count);
+            // A server whose change tag changes on every read answers every re-send CONFLICT with
+            // the same record under another tag: past the bound the change is parked instead of
+            // resolved and sent again. (Other devices editing the record meanwhile bring new
+            // contents with each CONFLICT: that is contention, resolved as often as it comes.)
             let churned = conflicts >= self.config.max_conflicts_per_record;
             let resolution = if churned {
                 Resolution::Park {
@@ -1394,9 +1410,25 @@ impl SessionState {
     }
 
     /// One more CONFLICT answer for a record sent.
-    fn count_conflict(&mut self, id: &RecordId) {
-        let count = self.conflicts_in_a_row.entry(id.clone()).or_insert(0);
-        *count = count.saturating_add(1);
+    /// Counts a CONFLICT answered for `id` with the server's copy `server` (`None`: the answer
+    /// carried none, and a lookup fetches it). The streak grows only while the server's copy
+    /// keeps its contents under a new tag, which is what a churning server does; a copy with
+    /// other contents is another device's edit, legitimate contention, and starts the streak
+    /// again. An answer without a copy says nothing of the contents and counts.
+    fn count_conflict(&mut self, id: &RecordId, server: Option<&Record>) {
+        let streak = self.conflicts_in_a_row.entry(id.clone()).or_default();
+        match server {
+            Some(server) => {
+                let contents = (server.record_type.clone(), server.fields.clone());
+                if streak.contents.as_ref() == Some(&contents) {
+                    streak.count = streak.count.saturating_add(1);
+                } else {
+                    streak.count = 1;
+                    streak.contents = Some(contents);
+                }
+            }
+            None => streak.count = streak.count.saturating_add(1),
+        }
     }
 
     /// Reports what the server did wrong: a warning, an event, and an entry in diagnostics (the

@@ -76,6 +76,9 @@ enum ModifyTamper {
     /// Answer every operation CONFLICT, with the dev server's copy of the record under a change
     /// tag never seen before (an oplock that can never be won).
     Churn,
+    /// Answer the next this-many requests CONFLICT with the dev server's copy changed by another
+    /// device each time (a new tag and a new `body`), as heavy contention does; then forward.
+    Contend(u32),
 }
 
 #[derive(Default)]
@@ -211,7 +214,16 @@ async fn handle(
             let asked = request["zones"][0]["syncToken"].as_str().map(str::to_owned);
             state.feed_tokens.push(asked);
         }
-        (state.feed.clone(), state.modify, state.database_endless)
+        let modify = state.modify;
+        if op == "records/modify"
+            && let ModifyTamper::Contend(left) = modify
+        {
+            state.modify = match left {
+                0 | 1 => ModifyTamper::Forward,
+                more => ModifyTamper::Contend(more - 1),
+            };
+        }
+        (state.feed.clone(), modify, state.database_endless)
     };
     if op == "changes/database" && database_endless {
         let n = proxy.fresh();
@@ -232,7 +244,10 @@ async fn handle(
         return json_answer(answer);
     }
     if op == "records/modify" && matches!(modify, ModifyTamper::Churn) {
-        return proxy.churn_modify(&uri, &headers, body).await;
+        return proxy.churn_modify(&uri, &headers, body, false).await;
+    }
+    if op == "records/modify" && matches!(modify, ModifyTamper::Contend(_)) {
+        return proxy.churn_modify(&uri, &headers, body, true).await;
     }
     proxy.forward(method, &uri, &headers, body).await
 }
@@ -388,7 +403,15 @@ impl Proxy {
     }
 
     /// Every operation CONFLICT, with the dev server's copy under a change tag never seen before.
-    async fn churn_modify(&self, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
+    /// Answers every operation CONFLICT with the dev server's copy under a fresh tag; with
+    /// `edited`, the copy's `body` is changed too, as if another device had just edited it.
+    async fn churn_modify(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+        edited: bool,
+    ) -> Response {
         let request: Value = serde_json::from_slice(&body).unwrap();
         let names: Vec<String> = request["operations"]
             .as_array()
@@ -417,7 +440,12 @@ impl Proxy {
                 });
                 if copy.get("serverErrorCode").is_none() {
                     let mut copy = copy.clone();
-                    copy["recordChangeTag"] = json!(format!("churn-{}", self.fresh()));
+                    let n = self.fresh();
+                    copy["recordChangeTag"] = json!(format!("churn-{n}"));
+                    if edited {
+                        copy["fields"]["body"] =
+                            json!({"value": format!("other-{n}"), "type": "STRING"});
+                    }
                     conflict["serverRecord"] = copy;
                 }
                 conflict
@@ -1005,5 +1033,50 @@ async fn a_change_tag_that_changes_on_every_read_parks_the_change_after_bounded_
     assert_eq!(text(&on_server["n1"], "title").as_deref(), Some("orig"));
     assert_eq!(device.diagnostics().await.queue.parked, 1);
     assert_alive(&device).await;
+    device.engine.shutdown().await;
+}
+
+/// The churn bound is for a server that changes a tag and nothing else: a record that other
+/// devices keep editing answers CONFLICT with new contents every time, and each one is resolved
+/// and sent again however many come in a row (here twice the bound); the change is never parked
+/// and lands, merged with the other devices' last edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_other_devices_keep_editing_is_resolved_every_time_and_never_parked() {
+    let server = server().await;
+    let hostile = Hostile::start(&server).await;
+    let config = session_config();
+    let rounds = 2 * config.max_conflicts_per_record;
+    let (device, _events) = device_via(&hostile, "contend", config).await;
+    device.engine.save(note("n1", "orig")).await.unwrap();
+    wait_quiet(&device).await;
+
+    hostile.set_modify(ModifyTamper::Contend(rounds));
+    let start = Instant::now();
+    let mine = device.engine.get(id("n1")).await.unwrap().unwrap();
+    device
+        .engine
+        .save(mine.with("title", "mine"))
+        .await
+        .unwrap();
+    for _ in 0..1500 {
+        let d = device.diagnostics().await;
+        if d.queue.pending == 0 && d.open_conflicts == 0 && d.in_flight.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = device.diagnostics().await;
+    assert_eq!(d.queue.parked, 0, "contention parked the change: {d:#?}");
+    assert_eq!(d.queue.pending, 0, "{d:#?}");
+    assert!(
+        hostile.requests_since("records/modify", start) > rounds as usize,
+        "every contended CONFLICT was resolved and sent again"
+    );
+    assert!(!misbehaved(&d, |k| matches!(
+        k,
+        MisbehaviorKind::ChangeTagChurn { .. }
+    )));
+    let on_server = server_records(&server, "contend").await;
+    assert_eq!(text(&on_server["n1"], "title").as_deref(), Some("mine"));
     device.engine.shutdown().await;
 }
