@@ -40,6 +40,11 @@ pub struct SessionConfig {
     pub fetch_interval: Duration,
     /// How long after a local change the send starts (more changes made meanwhile join it).
     pub send_debounce: Duration,
+    /// How long a batch that is not full may wait for more changes while the app keeps saving
+    /// (each within `send_debounce` of the one before): a stream of saves then goes out in full
+    /// batches instead of one request per few records. A batch goes at once when full, and after
+    /// `send_debounce` of quiet. Default 1 s.
+    pub max_send_delay: Duration,
     /// How large a batch may grow.
     pub batch_limits: BatchLimits,
     /// The first cool-down after an exhausted halt; it doubles with each one, up to an hour.
@@ -74,6 +79,7 @@ impl SessionConfig {
             subscription_prefix: "skysync-".into(),
             fetch_interval: Duration::from_secs(30),
             send_debounce: Duration::from_millis(100),
+            max_send_delay: Duration::from_secs(1),
             batch_limits: BatchLimits::default(),
             exhausted_cool_down: Duration::from_secs(60),
             local_retry: Duration::from_secs(1),

@@ -287,6 +287,12 @@ pub struct SessionState {
     liveness_violations: u64,
     /// After a component did not answer: nothing is dispatched until the timer fires.
     local_hold: bool,
+    /// When the app last saved or deleted something (a `LocalChanged`).
+    last_local_change: Option<Instant>,
+    /// Since when a partial batch has been held back for more changes to join it.
+    linger_since: Option<Instant>,
+    /// Set by `next_operation` when it holds a partial batch back: when to look again.
+    linger_until: Option<Instant>,
     /// Every retry, wait, halt, park and resolution, as metrics and events.
     metrics: Metrics,
     /// Operations that keep failing, reported before they exhaust.
@@ -364,6 +370,9 @@ impl Actor for SessionActor {
             notifications_started: false,
             liveness_violations: 0,
             local_hold: false,
+            last_local_change: None,
+            linger_since: None,
+            linger_until: None,
             metrics: Metrics::new(),
             loops: LoopDetector::new(3, Duration::from_secs(600)),
             attempts: HashMap::new(),
@@ -405,7 +414,9 @@ impl Actor for SessionActor {
                 // Send within the debounce, even if a later timer (the periodic fetch, a long
                 // backoff) is armed; not while halted or while an operation is out.
                 let debounce = state.config.send_debounce;
-                let due = Instant::now() + debounce;
+                let now = Instant::now();
+                state.last_local_change = Some(now);
+                let due = now + debounce;
                 if state.in_flight.is_none()
                     && state.halt.is_none()
                     && state.timer.is_none_or(|(_, at)| at > due)
@@ -539,6 +550,13 @@ impl SessionState {
             && let Some(op) = self.next_operation().await
         {
             self.dispatch(myself, op);
+        } else if self.halt.is_none()
+            && let Some(at) = self.linger_until.take()
+        {
+            // A partial batch waits for the changes still coming to join it.
+            if self.timer.is_none_or(|(_, armed)| armed > at) {
+                self.arm_timer(myself, at.saturating_duration_since(Instant::now()));
+            }
         } else if self.halt.is_none() && self.timer.is_none() {
             let interval = jittered(self.config.fetch_interval);
             self.arm_timer(myself, interval);
@@ -627,6 +645,11 @@ impl SessionState {
         }
         match self.c.queue.next_batch_within(self.limits).await {
             Ok(batch) if !batch.is_empty() => {
+                if let Some(at) = self.linger_deadline(&batch) {
+                    self.linger_until = Some(at);
+                    return None;
+                }
+                self.linger_since = None;
                 if let Some(zone) = batch
                     .zone()
                     .filter(|z| self.meta.deleted_remotely.contains(z))
@@ -1584,6 +1607,32 @@ impl SessionState {
         if let Ok(meta) = self.c.store.sync_metadata().await {
             self.meta = meta;
         }
+    }
+
+    /// Whether a batch should wait for more changes before it goes, and until when. A full batch
+    /// (its count limit reached, or three quarters of its byte limit) goes at once; so does one
+    /// made after the app has been quiet for `send_debounce`. While the app
+    /// keeps saving, a partial batch waits until it has been quiet that long, for at most
+    /// `max_send_delay` in all: a stream of saves goes out in full batches (one request of 200
+    /// instead of many of a few), and a steady trickle still goes out within that delay.
+    fn linger_deadline(&mut self, batch: &Batch) -> Option<Instant> {
+        if batch.len() >= self.limits.max_changes
+            || batch.wire_len() >= self.limits.max_bytes / 4 * 3
+        {
+            return None;
+        }
+        let debounce = self.config.send_debounce;
+        let now = Instant::now();
+        let quiet_at = self.last_local_change? + debounce;
+        if quiet_at <= now {
+            return None;
+        }
+        let since = *self.linger_since.get_or_insert(now);
+        let cap = since + self.config.max_send_delay;
+        if cap <= now {
+            return None;
+        }
+        Some(quiet_at.min(cap))
     }
 
     async fn pending_count(&self) -> u64 {

@@ -421,3 +421,42 @@ async fn a_record_deleted_and_saved_again_before_syncing_ends_as_saved_even_when
     assert_eq!(local.change_tag(), on_server["n1"].change_tag());
     a.engine.shutdown().await;
 }
+
+/// An app saving a stream of records: while it keeps saving, a partial batch waits (up to
+/// `max_send_delay`) for the saves still coming, so the stream goes out in nearly full batches of 200,
+/// not in a request per handful of records. A trickle after the stream still goes out within a
+/// debounce or so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_saves_goes_out_in_full_batches() {
+    const RECORDS: usize = 1_000;
+    let server = server().await;
+    let a = Device::start(&server, "stream").await;
+    wait_quiet(&a).await;
+    for i in 0..RECORDS {
+        a.engine
+            .save(note(&format!("r{i:04}"), "streamed"))
+            .await
+            .unwrap();
+    }
+    wait_quiet(&a).await;
+    let modify = server_stats(&server, "stream").await.operations["records/modify"].clone();
+    eprintln!(
+        "{RECORDS} saves went out in {} records/modify requests",
+        modify.requests
+    );
+    // 5 full batches; a save slower than the debounce (a loaded machine) may cut one short.
+    assert!(
+        modify.requests <= 12,
+        "{RECORDS} saves took {} requests: batches were sent before they filled",
+        modify.requests
+    );
+    assert_eq!(server_records(&server, "stream").await.len(), RECORDS);
+
+    // A single save later is not held back beyond its debounce and the linger bound.
+    let started = std::time::Instant::now();
+    a.engine.save(note("late", "alone")).await.unwrap();
+    wait_quiet(&a).await;
+    assert!(server_records(&server, "stream").await.contains_key("late"));
+    eprintln!("a lone save synced in {:?}", started.elapsed());
+    a.engine.shutdown().await;
+}

@@ -235,7 +235,15 @@ async fn main() -> BenchResult<()> {
         dir.path().display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let only = std::env::var("LW_ONLY").unwrap_or_default();
+    if only == "store" {
+        store_saves(dir.path()).await?;
+        return Ok(());
+    }
     let engine = engine_saves(dir.path()).await?;
+    if only == "engine" {
+        return Ok(());
+    }
     let store = store_saves(dir.path()).await?;
     let store_64 = store
         .throughput
