@@ -635,10 +635,12 @@ impl SessionState {
             .cloned();
         if let Some(zone) = to_fetch {
             let token = self.c.store.change_token(zone.clone()).await.ok().flatten();
-            if token.is_none() {
+            if token.is_none() && self.zone_holds_records(&zone).await {
                 // A fetch from no token returns the live records only, never a deletion: whatever
                 // is held here with a tag and not returned was deleted on the server. That holds
                 // however the token went (expired, or forgotten and then lost with a restart).
+                // A zone with nothing held here (a fresh device) has nothing to reconcile, and
+                // its first fetch keeps no set of every record it brings.
                 self.refetch_seen.entry(zone.clone()).or_default();
             }
             return Some(Operation::FetchZone { zone, token });
@@ -1074,6 +1076,15 @@ impl SessionState {
     /// After a full refetch (an expired token): a record holding a change tag here, with no
     /// pending change, that the refetch did not return was deleted on the server (a refetch from
     /// no token reports no deletions).
+    /// Whether the store holds any record of `zone` (if it cannot tell, it is taken to).
+    async fn zone_holds_records(&self, zone: &ZoneId) -> bool {
+        self.c
+            .store
+            .records_in_zone(zone.clone(), None, 1)
+            .await
+            .map_or(true, |page| !page.records.is_empty())
+    }
+
     async fn reconcile_refetch(&mut self, zone: &ZoneId, token: ChangeToken) {
         let Some(seen) = self.refetch_seen.remove(zone) else {
             return;
