@@ -222,8 +222,10 @@ pub enum StoreMsg {
     },
 }
 
-/// The store actor. Writes go to its writer thread (group commit); reads run one at a time on a
-/// blocking thread against a read snapshot. The actor itself never touches the disk.
+/// The store actor. Writes go to its writer thread (group commit); each read runs on a blocking
+/// thread against its own read snapshot, answering its caller itself, so the actor takes the next
+/// message (a save for the writer) without waiting for a read to finish. The actor itself never
+/// touches the disk; reads still running when it stops are waited for before the file closes.
 #[derive(Debug, Default)]
 pub struct StoreActor;
 
@@ -234,6 +236,8 @@ pub struct StoreState {
     db: Option<Arc<Database>>,
     mirror: Mirror,
     writer: Option<Writer>,
+    /// The reads in progress (joined at stop: each holds the file open).
+    reads: tokio::task::JoinSet<()>,
 }
 
 impl StoreState {
@@ -252,8 +256,9 @@ impl StoreState {
         }
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
+    /// Starts a read on a blocking thread; the read answers `reply` itself.
+    fn read<T: Send + 'static>(
+        &mut self,
         reply: Reply<T>,
         f: impl FnOnce(&Mirror, &ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) {
@@ -264,22 +269,18 @@ impl StoreState {
             }));
             return;
         };
+        // Forget the reads that have finished (a panicked read dropped its port: its caller
+        // hears that the store did not answer).
+        while self.reads.try_join_next().is_some() {}
         let mirror = self.mirror.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let txn = db
+        self.reads.spawn_blocking(move || {
+            let result = db
                 .begin_read()
-                .map_err(|e| mirror.storage_error(e.into()))?;
-            f(&mirror, &txn)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(StoreError::Stopped {
-                operation: "read",
-                detail: e.to_string(),
-            })
+                .map_err(|e| mirror.storage_error(e.into()))
+                .and_then(|txn| f(&mirror, &txn));
+            // A caller that gave up waiting has dropped its port.
+            let _ = reply.send(result);
         });
-        // A caller that gave up waiting has dropped its port.
-        let _ = reply.send(result);
     }
 }
 
@@ -304,6 +305,7 @@ impl Actor for StoreActor {
             db: Some(db),
             mirror,
             writer: Some(writer),
+            reads: tokio::task::JoinSet::new(),
         })
     }
 
@@ -312,6 +314,9 @@ impl Actor for StoreActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // Reads in progress hold the file open: let them finish before it closes (a supervisor
+        // reopens the file next).
+        while state.reads.join_next().await.is_some() {}
         let writer = state.writer.take();
         // Finishing queued commits, joining the thread and closing the file are blocking.
         let db = state.db.take();
@@ -366,23 +371,19 @@ impl Actor for StoreActor {
                 );
             }
             StoreMsg::SyncMetadata { reply } => {
-                state.read(reply, |m, txn| m.sync_metadata(txn)).await;
+                state.read(reply, |m, txn| m.sync_metadata(txn));
             }
             StoreMsg::OpenConflict { id, reply } => {
-                state
-                    .read(reply, move |m, txn| m.open_conflict(txn, &id))
-                    .await;
+                state.read(reply, move |m, txn| m.open_conflict(txn, &id));
             }
             StoreMsg::OpenConflicts {
                 after,
                 limit,
                 reply,
             } => {
-                state
-                    .read(reply, move |m, txn| {
-                        m.open_conflicts(txn, after.as_ref(), limit)
-                    })
-                    .await;
+                state.read(reply, move |m, txn| {
+                    m.open_conflicts(txn, after.as_ref(), limit)
+                });
             }
             StoreMsg::WriterFailed { detail } => {
                 return Err(format!("the store's writer failed: {detail}").into());
@@ -397,25 +398,19 @@ impl Actor for StoreActor {
                 state.write(move |m, txn| m.remove_zone(txn, &zone), reply);
             }
             StoreMsg::Record { id, reply } => {
-                state.read(reply, move |m, txn| m.record(txn, &id)).await;
+                state.read(reply, move |m, txn| m.record(txn, &id));
             }
             StoreMsg::MergeBase { id, reply } => {
-                state
-                    .read(reply, move |m, txn| m.merge_base(txn, &id))
-                    .await;
+                state.read(reply, move |m, txn| m.merge_base(txn, &id));
             }
             StoreMsg::Tombstone { id, reply } => {
-                state.read(reply, move |m, txn| m.tombstone(txn, &id)).await;
+                state.read(reply, move |m, txn| m.tombstone(txn, &id));
             }
             StoreMsg::PendingChange { id, reply } => {
-                state
-                    .read(reply, move |m, txn| Ok(m.outbox().entry(txn, &id)?))
-                    .await;
+                state.read(reply, move |m, txn| Ok(m.outbox().entry(txn, &id)?));
             }
             StoreMsg::ChangeToken { zone, reply } => {
-                state
-                    .read(reply, move |m, txn| m.change_token(txn, &zone))
-                    .await;
+                state.read(reply, move |m, txn| m.change_token(txn, &zone));
             }
             StoreMsg::RecordsOfType {
                 record_type,
@@ -423,11 +418,9 @@ impl Actor for StoreActor {
                 limit,
                 reply,
             } => {
-                state
-                    .read(reply, move |m, txn| {
-                        m.records_of_type(txn, &record_type, after.as_ref(), limit)
-                    })
-                    .await;
+                state.read(reply, move |m, txn| {
+                    m.records_of_type(txn, &record_type, after.as_ref(), limit)
+                });
             }
             StoreMsg::RecordsInZone {
                 zone,
@@ -435,14 +428,12 @@ impl Actor for StoreActor {
                 limit,
                 reply,
             } => {
-                state
-                    .read(reply, move |m, txn| {
-                        m.records_in_zone(txn, &zone, after.as_ref(), limit)
-                    })
-                    .await;
+                state.read(reply, move |m, txn| {
+                    m.records_in_zone(txn, &zone, after.as_ref(), limit)
+                });
             }
             StoreMsg::TaggedCount { reply } => {
-                state.read(reply, |m, txn| m.tagged_count(txn)).await;
+                state.read(reply, |m, txn| m.tagged_count(txn));
             }
             StoreMsg::WriterStats { reply } => {
                 let stats = state.writer.as_ref().map(Writer::stats).unwrap_or_default();

@@ -790,3 +790,32 @@ async fn a_copy_of_a_replaced_version_is_rebased_onto_the_current_one() {
     assert_eq!(field(&fresh, "title"), None);
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn a_save_does_not_wait_for_a_read_in_progress() {
+    // A read of 20,000 records takes far longer than one durable save.
+    let engine = Engine::start().await;
+    {
+        let mirror = engine.file.mirror();
+        let txn = engine.file.database().begin_write().unwrap();
+        for i in 0..20_000 {
+            mirror
+                .save(&txn, &note(&format!("bulk{i:05}"), "x"))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = engine.store.clone();
+    let read = tokio::spawn(async move { store.records_in_zone(zone(), None, 20_000).await });
+    // The read reaches the actor first.
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    engine.store.save(note("during", "x")).await.unwrap();
+    assert!(
+        !read.is_finished(),
+        "the save waited for the read that was in progress"
+    );
+    assert_eq!(read.await.unwrap().unwrap().records.len(), 20_000);
+    engine.stop().await;
+}
