@@ -276,6 +276,10 @@ pub struct SessionState {
     timer_generation: u64,
     /// Full refetches in progress after an expired token: the records seen so far, per zone.
     refetch_seen: HashMap<ZoneId, BTreeSet<RecordId>>,
+    /// The token a refetch goes on from, per zone, while the store keeps none (it is stored with
+    /// the refetch's last page: a refetch cut short by a crash starts over, see
+    /// `StoreHandle::apply_refetched_page`).
+    refetch_token: HashMap<ZoneId, ChangeToken>,
     shutting_down: bool,
 
     /// Whether this process has asked who is signed in (once per start: the account may change
@@ -364,6 +368,7 @@ impl Actor for SessionActor {
             timer: None,
             timer_generation: 0,
             refetch_seen: HashMap::new(),
+            refetch_token: HashMap::new(),
             shutting_down: false,
 
             account_checked: false,
@@ -634,7 +639,10 @@ impl SessionState {
             .find(|z| synced.contains(z) && !self.held_back.contains(&Feed::Zone((*z).clone())))
             .cloned();
         if let Some(zone) = to_fetch {
-            let token = self.c.store.change_token(zone.clone()).await.ok().flatten();
+            let token = match self.c.store.change_token(zone.clone()).await.ok().flatten() {
+                Some(token) => Some(token),
+                None => self.refetch_token.get(&zone).cloned(),
+            };
             if token.is_none() && self.zone_holds_records(&zone).await {
                 // A fetch from no token returns the live records only, never a deletion: whatever
                 // is held here with a tag and not returned was deleted on the server. That holds
@@ -865,6 +873,7 @@ impl SessionState {
             ErrorClass::TokenExpired => {
                 if let Operation::FetchZone { zone, .. } = op {
                     let _ = self.c.store.forget_token(zone.clone()).await;
+                    self.refetch_token.remove(zone);
                     self.refetch_seen.insert(zone.clone(), BTreeSet::new());
                     self.unfetched.insert(zone.clone());
                 } else {
@@ -1044,7 +1053,12 @@ impl SessionState {
             token: page.token.clone(),
             more_coming: page.more_coming,
         };
-        let outcome = match self.c.store.apply_fetched(fetched).await {
+        let applied = if refetching {
+            self.c.store.apply_refetched_page(fetched).await
+        } else {
+            self.c.store.apply_fetched(fetched).await
+        };
+        let outcome = match applied {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::warn!(%error, "applying a fetched page failed");
@@ -1061,8 +1075,12 @@ impl SessionState {
         });
         let feed = Feed::Zone(zone.clone());
         if page.more_coming {
+            if refetching {
+                self.refetch_token.insert(zone.clone(), page.token.clone());
+            }
             self.more_coming(feed, asked.as_ref(), &page.token);
         } else {
+            self.refetch_token.remove(&zone);
             self.feed_ended(&feed);
             self.unfetched.remove(&zone);
             if refetching {

@@ -64,6 +64,8 @@ pub enum StoreMsg {
     ApplyFetched {
         /// The page.
         page: FetchedPage,
+        /// Whether it is a page of a refetch from no token ([`Mirror::apply_refetched_page`]).
+        refetch: bool,
         /// What was applied.
         reply: Reply<FetchOutcome>,
     },
@@ -346,8 +348,21 @@ impl Actor for StoreActor {
             StoreMsg::Commit { changes, reply } => {
                 state.write(move |m, txn| m.commit_local(txn, &changes), reply);
             }
-            StoreMsg::ApplyFetched { page, reply } => {
-                state.write(move |m, txn| m.apply_fetched(txn, &page), reply);
+            StoreMsg::ApplyFetched {
+                page,
+                refetch,
+                reply,
+            } => {
+                state.write(
+                    move |m, txn| {
+                        if refetch {
+                            m.apply_refetched_page(txn, &page)
+                        } else {
+                            m.apply_fetched(txn, &page)
+                        }
+                    },
+                    reply,
+                );
             }
             StoreMsg::ConfirmSent { confirmed, reply } => {
                 state.write(move |m, txn| m.confirm_sent(txn, &confirmed), reply);
@@ -532,6 +547,21 @@ impl StoreHandle {
     pub async fn apply_fetched(&self, page: FetchedPage) -> Result<FetchOutcome, StoreError> {
         self.call("apply_fetched", |reply| StoreMsg::ApplyFetched {
             page,
+            refetch: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies a page of a refetch from no token, keeping the zone's stored token as it was until
+    /// the last page. See [`Mirror::apply_refetched_page`].
+    pub async fn apply_refetched_page(
+        &self,
+        page: FetchedPage,
+    ) -> Result<FetchOutcome, StoreError> {
+        self.call("apply_fetched", |reply| StoreMsg::ApplyFetched {
+            page,
+            refetch: true,
             reply,
         })
         .await

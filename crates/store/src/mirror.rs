@@ -262,6 +262,29 @@ impl Mirror {
         txn: &WriteTransaction,
         page: &FetchedPage,
     ) -> Result<FetchOutcome, StoreError> {
+        self.apply_page(txn, page, true)
+    }
+
+    /// Applies a page of a refetch from no token (after an expired token, or on a device that
+    /// already holds records) like [`Mirror::apply_fetched`], except that the zone's stored token
+    /// stays as it was (none) until the refetch's last page (`more_coming: false`). A refetch
+    /// reports no deletions: the caller reconciles them at its end against the records it saw. If
+    /// the process dies before then, the next start must refetch from no token again, not go on
+    /// from a token of the middle of the refetch and miss those deletions for good.
+    pub fn apply_refetched_page(
+        &self,
+        txn: &WriteTransaction,
+        page: &FetchedPage,
+    ) -> Result<FetchOutcome, StoreError> {
+        self.apply_page(txn, page, !page.more_coming)
+    }
+
+    fn apply_page(
+        &self,
+        txn: &WriteTransaction,
+        page: &FetchedPage,
+        store_token: bool,
+    ) -> Result<FetchOutcome, StoreError> {
         let mut outcome = FetchOutcome::default();
         let mut alive: HashSet<Vec<u8>> = HashSet::new();
         let mut deletions: Vec<RecordId> = page.deleted.clone();
@@ -371,7 +394,9 @@ impl Mirror {
                 self.remove_key(txn, BASES, &key)?;
             }
         }
-        self.put_value(txn, TOKENS, &zone_key, &page.token, "a change token")?;
+        if store_token {
+            self.put_value(txn, TOKENS, &zone_key, &page.token, "a change token")?;
+        }
         self.update_sync_metadata(txn, |meta| {
             if !page.more_coming {
                 meta.zones_to_fetch.remove(&page.zone);
