@@ -1091,9 +1091,6 @@ impl SessionState {
         true
     }
 
-    /// After a full refetch (an expired token): a record holding a change tag here, with no
-    /// pending change, that the refetch did not return was deleted on the server (a refetch from
-    /// no token reports no deletions).
     /// Whether the store holds any record of `zone` (if it cannot tell, it is taken to).
     async fn zone_holds_records(&self, zone: &ZoneId) -> bool {
         self.c
@@ -1103,6 +1100,9 @@ impl SessionState {
             .map_or(true, |page| !page.records.is_empty())
     }
 
+    /// After a full refetch (an expired token): a record holding a change tag here, with no
+    /// pending change, that the refetch did not return was deleted on the server (a refetch from
+    /// no token reports no deletions).
     async fn reconcile_refetch(&mut self, zone: &ZoneId, token: ChangeToken) {
         let Some(seen) = self.refetch_seen.remove(zone) else {
             return;
@@ -1461,7 +1461,6 @@ impl SessionState {
             .retain(|m| !(m.kind.is_feed() && m.operation == operation && m.zone == zone));
     }
 
-    /// One more CONFLICT answer for a record sent.
     /// Counts a CONFLICT answered for `id` with the server's copy `server` (`None`: the answer
     /// carried none, and a lookup fetches it). The streak grows only while the server's copy
     /// keeps its contents under a new tag, which is what a churning server does; a copy with
