@@ -191,9 +191,18 @@ impl Mirror {
             // reached the server already (even if its answer was lost), so an update of the old
             // life could meet NOT_FOUND and lose the new one to the delete policy. The merge base
             // (the last server copy) stays until the delete is confirmed: an `EXISTS` against that
-            // very copy is no conflict, and the session sends the new life over it.
+            // very copy is no conflict, and the session sends the new life over it. For the same
+            // reason the server's deletion of the old life (deleted on both sides, an open
+            // conflict without a server copy) is no conflict with the new life: settled by the
+            // delete policy, it would drop the create.
             None => {
                 self.take_tombstone(txn, &key)?;
+                if self
+                    .get_conflict(txn, &key)?
+                    .is_some_and(|conflict| conflict.server.is_none())
+                {
+                    self.remove_key(txn, CONFLICTS, &key)?;
+                }
                 None
             }
         };

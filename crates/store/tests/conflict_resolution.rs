@@ -349,3 +349,38 @@ async fn store_and_confirm(engine: &Engine, name: &str) {
     let batch = engine.queue.next_batch().await.unwrap();
     engine.confirm_all(&batch, "t1").await;
 }
+
+/// A record deleted here whose deletion the server also reports (the delete went through but its
+/// answer was lost, so the fetch finds the record gone) is deleted on both sides: an open conflict
+/// with no server copy. If the app then creates the record again, the deletion of the old life is
+/// no conflict with the new one: the create must go out, not be settled by the delete policy
+/// (which drops a local save against a server deletion). Found by `cargo xtask chaos --seed 5`:
+/// the re-created record was in no final state.
+#[tokio::test]
+async fn a_record_created_again_after_both_sides_deleted_it_is_sent_not_settled() {
+    let engine = Engine::start().await;
+    let store = &engine.store;
+    store.save(note("a", "v1")).await.unwrap();
+    let batch = engine.queue.next_batch().await.unwrap();
+    engine.confirm_all(&batch, "t1").await;
+    store.delete(id("a")).await.unwrap();
+    let fetched = store
+        .apply_fetched(page(vec![], vec![id("a")]))
+        .await
+        .unwrap();
+    assert_eq!(fetched.conflicts, vec![id("a")], "deleted on both sides");
+
+    store.save(note("a", "again")).await.unwrap();
+    assert_eq!(
+        store.open_conflict(id("a")).await.unwrap(),
+        None,
+        "the old life's deletion is no conflict with the new life"
+    );
+    let next = engine.queue.next_batch().await.unwrap();
+    assert_eq!(next.changes()[0].change.change_tag(), None, "a create");
+    assert_eq!(
+        change_text(&next.changes()[0].change).as_deref(),
+        Some("again")
+    );
+    engine.stop().await;
+}
