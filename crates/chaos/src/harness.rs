@@ -367,7 +367,10 @@ impl Server {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(log_file(&self.log).await?)
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("CHAOS_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+                )
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|source| ChaosError::Spawn {

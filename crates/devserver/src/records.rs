@@ -467,6 +467,7 @@ pub(crate) fn modify(
     }
 
     let failed = results.iter().any(Result::is_err);
+    log_operations(&request, &names, &results, atomic && failed);
     if atomic && failed {
         let records = results
             .into_iter()
@@ -527,6 +528,40 @@ pub(crate) fn modify(
         changes: Some(changes),
         touched,
     })
+}
+
+/// Logs each operation of a `records/modify` at debug level (target `skysync_devserver::records`):
+/// the record, the operation, the change tag it was sent with and what came of it, so that a
+/// record's history on the server can be read back after a failed test or chaos run.
+fn log_operations(
+    request: &ModifyRecordsRequest,
+    names: &[(ZoneId, Option<String>)],
+    results: &[Result<Option<StoredRecord>, Box<RecordFetchError>>],
+    refused_atomically: bool,
+) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for ((op, (zone, name)), result) in request.operations.iter().zip(names).zip(results) {
+        let outcome = match result {
+            Err(error) => format!("{:?}", error.server_error_code),
+            Ok(_) if refused_atomically => "ATOMIC_ERROR".to_owned(),
+            Ok(None) => "nothing to change".to_owned(),
+            Ok(Some(stored)) => match &stored.record.system {
+                Some(system) if system.deleted => format!("deleted at {}", system.change_tag.0),
+                Some(system) => format!("saved as {}", system.change_tag.0),
+                None => "saved".to_owned(),
+            },
+        };
+        tracing::debug!(
+            zone = %zone.zone_name,
+            record = name.as_deref().unwrap_or(""),
+            operation = ?op.operation_type,
+            sent_tag = op.record.record_change_tag.as_deref().unwrap_or(""),
+            %outcome,
+            "records/modify operation"
+        );
+    }
 }
 
 /// `records/lookup`: each record, or `NOT_FOUND` in its place.

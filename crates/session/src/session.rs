@@ -1042,6 +1042,25 @@ impl SessionState {
             self.halt(reason);
             return false;
         }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let changed: Vec<String> = page
+                .changed
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}@{}",
+                        r.id.record_name,
+                        r.change_tag().map_or("", |t| t.0.as_str())
+                    )
+                })
+                .collect();
+            let deleted: Vec<&str> = page
+                .deleted
+                .iter()
+                .map(|id| id.record_name.as_str())
+                .collect();
+            tracing::debug!(zone = %zone, ?changed, ?deleted, more_coming = page.more_coming, "fetched page");
+        }
         let refetching = self.refetch_seen.contains_key(&zone);
         if let Some(seen) = self.refetch_seen.get_mut(&zone) {
             seen.extend(page.changed.iter().map(|r| r.id.clone()));
@@ -1154,6 +1173,14 @@ impl SessionState {
         let mut confirmed_ids = Vec::new();
         let (mut saved, mut deleted) = (0, 0);
         for (sent, outcome) in batch.changes().iter().zip(outcomes) {
+            tracing::debug!(
+                record = %sent.record_id(),
+                seq = sent.seq.0,
+                delete = sent.change.is_delete(),
+                sent_tag = sent.change.change_tag().map_or("", |t| t.0.as_str()),
+                outcome = ?outcome,
+                "sent change answered"
+            );
             match outcome {
                 ModifyOutcome::Saved { system, .. } => {
                     if let PendingChange::Save(record) = &sent.change {
