@@ -9,7 +9,8 @@
 //! - `skysync.records`: record key → the local copy (with the latest known system fields).
 //! - `skysync.records_by_type`: (record type, record id) → nothing: the index for reads by type.
 //! - `skysync.tagged`: record key → nothing, for every local record holding a change tag.
-//! - `skysync.merge_bases`: record key → the last known server copy.
+//! - `skysync.merge_bases`: record key → the last known server copy, for records with a local change
+//!   (a clean record, a server copy with no pending change, is its own merge base).
 //! - `skysync.tombstones`: record key → [`Tombstone`] of a record deleted locally.
 //! - `skysync.zone_tokens`: zone key → the zone's [`ChangeToken`].
 //! - `skysync.open_conflicts`: record key → [`OpenConflict`], the server side of a conflict with a
@@ -206,10 +207,29 @@ impl Mirror {
                 None
             }
         };
+        self.begin_edit(txn, &key, old.as_ref())?;
         let mut local = record.clone();
         local.system = system;
         self.put_record(txn, &key, &local, old.as_ref())?;
         Ok(self.outbox.enqueue(txn, PendingChange::Save(local))?)
+    }
+
+    /// Before a local change to a record (`old`, its local copy): a clean record (a server copy
+    /// with no pending change) is its own merge base, kept in no table of its own; the change
+    /// about to be made needs that copy as its base, so it is written now.
+    fn begin_edit(
+        &self,
+        txn: &WriteTransaction,
+        key: &[u8],
+        old: Option<&Record>,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = old
+            && old.system.is_some()
+            && self.outbox.entry(txn, &old.id)?.is_none()
+        {
+            self.put_value(txn, BASES, key, old, "a merge base")?;
+        }
+        Ok(())
     }
 
     /// Deletes one record locally, leaving a tombstone, and queues the delete.
@@ -217,6 +237,7 @@ impl Mirror {
         validate_id(id)?;
         let key = self.record_key(id)?;
         let old = self.remove_record(txn, &key)?;
+        self.begin_edit(txn, &key, old.as_ref())?;
         let prior = self.get_tombstone(txn, &key)?;
         let (record_type, system) = match (old, prior) {
             (Some(old), _) => (Some(old.record_type), old.system),
@@ -324,7 +345,8 @@ impl Mirror {
                     // life of the record.
                     self.remove_key(txn, TOMBSTONES, &key)?;
                     self.put_record(txn, &key, server, None)?;
-                    self.put_value(txn, BASES, &key, server, "a merge base")?;
+                    // A clean record: its own merge base.
+                    self.remove_key(txn, BASES, &key)?;
                     outcome.applied += 1;
                     outcome.recreated.push(server.id.clone());
                     continue;
@@ -354,7 +376,9 @@ impl Mirror {
             }
             self.remember_prior(txn, &key, old.as_ref(), server)?;
             self.put_record(txn, &key, server, old.as_ref())?;
-            self.put_value(txn, BASES, &key, server, "a merge base")?;
+            // A clean record is its own merge base (see `begin_edit`): a fetch writes the record
+            // alone. (A file written before this held a base for every record; it goes here.)
+            self.remove_key(txn, BASES, &key)?;
             outcome.applied += 1;
         }
         for id in &deletions {
@@ -521,12 +545,15 @@ impl Mirror {
         let mut local = old.clone();
         local.system = server.system.clone();
         self.put_record(txn, &key, &local, Some(&old))?;
-        self.put_value(txn, BASES, &key, server, "a merge base")?;
         if self.outbox.ack_change(txn, id, seq)? {
-            // The server took the local state: a server side seen before is history now.
+            // The server took the local state: a server side seen before is history now, and the
+            // record, clean again, is its own merge base.
             self.remove_key(txn, CONFLICTS, &key)?;
+            self.remove_key(txn, BASES, &key)?;
             outcome.acknowledged.push(id.clone());
         } else {
+            // The newer local change was made on the copy just confirmed.
+            self.put_value(txn, BASES, &key, server, "a merge base")?;
             // Invariant 4: the newer local change goes out with the newest tag.
             self.outbox.set_change_tag(txn, id, system)?;
             outcome.still_pending.push(id.clone());
@@ -578,9 +605,9 @@ impl Mirror {
     /// |---|---|---|---|
     /// | `Send(r)` | `r` on the server's system fields | the server copy | `r` first, as an update |
     /// | `SendDelete` | stays deleted, tombstone takes the server's tag | the server copy | the delete first, with that tag |
-    /// | `AcceptServer` | the server copy (or gone, if deleted there) | the server copy (or none) | the change dropped |
+    /// | `AcceptServer` | the server copy (or gone, if deleted there) | the record itself, clean (or none) | the change dropped |
     /// | `Recreate(r)` | `r` without system fields | none | `r` first, as a create |
-    /// | `Restore` | the server copy, tombstone dropped | the server copy | the delete dropped |
+    /// | `Restore` | the server copy, tombstone dropped | the record itself, clean | the delete dropped |
     /// | `Park` | unchanged | unchanged | the change parked with the reason |
     ///
     /// Nothing is applied if the app changed the record since the resolution started
@@ -661,7 +688,7 @@ impl Mirror {
                     Some(server) => {
                         self.remember_prior(txn, &key, old.as_ref(), server)?;
                         self.put_record(txn, &key, server, old.as_ref())?;
-                        self.put_value(txn, BASES, &key, server, "a merge base")?;
+                        self.remove_key(txn, BASES, &key)?;
                     }
                     None => {
                         self.remove_record(txn, &key)?;
@@ -687,7 +714,7 @@ impl Mirror {
                 let server = server.ok_or_else(needs_server)?;
                 self.remove_key(txn, TOMBSTONES, &key)?;
                 self.put_record(txn, &key, server, old.as_ref())?;
-                self.put_value(txn, BASES, &key, server, "a merge base")?;
+                self.remove_key(txn, BASES, &key)?;
                 self.outbox.discard(txn, id)?;
                 None
             }
@@ -869,14 +896,22 @@ impl Mirror {
         self.get_record(txn, &key)
     }
 
-    /// The last known server copy of a record (its merge base), if any.
+    /// The last known server copy of a record (its merge base), if any: the stored base of a
+    /// record with a local change, or the local copy itself of a clean record (one holding a
+    /// change tag with no pending or parked change).
     pub fn merge_base(
         &self,
         txn: &impl TxnRead,
         id: &RecordId,
     ) -> Result<Option<Record>, StoreError> {
         let key = self.record_key(id)?;
-        self.get_value(txn, BASES, BASES_NAME, &key)
+        if let Some(base) = self.get_value(txn, BASES, BASES_NAME, &key)? {
+            return Ok(Some(base));
+        }
+        if self.outbox.entry(txn, id)?.is_some() {
+            return Ok(None);
+        }
+        Ok(self.get_record(txn, &key)?.filter(|r| r.system.is_some()))
     }
 
     /// The tombstone of a record deleted locally, if it is still kept.
