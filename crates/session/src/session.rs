@@ -1065,14 +1065,31 @@ impl SessionState {
         if let Some(seen) = self.refetch_seen.get_mut(&zone) {
             seen.extend(page.changed.iter().map(|r| r.id.clone()));
         }
+        // A refetch's last page commits with the deletions the refetch revealed and the zone's
+        // token, in one transaction: a process killed in between must refetch again, not keep a
+        // token past deletions it never applied.
+        let finishing_refetch = refetching && !page.more_coming;
+        let gone = if finishing_refetch {
+            match self.refetch_gone(&zone).await {
+                Some(gone) => gone,
+                None => {
+                    tracing::warn!(%zone, "reading the zone's records to end a refetch failed");
+                    return false;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut deleted = page.deleted;
+        deleted.extend(gone.iter().cloned());
         let fetched = FetchedPage {
             zone: zone.clone(),
             changed: page.changed,
-            deleted: page.deleted,
+            deleted,
             token: page.token.clone(),
             more_coming: page.more_coming,
         };
-        let applied = if refetching {
+        let applied = if refetching && page.more_coming {
             self.c.store.apply_refetched_page(fetched).await
         } else {
             self.c.store.apply_fetched(fetched).await
@@ -1102,8 +1119,11 @@ impl SessionState {
             self.refetch_token.remove(&zone);
             self.feed_ended(&feed);
             self.unfetched.remove(&zone);
-            if refetching {
-                self.reconcile_refetch(&zone, page.token).await;
+            if finishing_refetch {
+                self.refetch_seen.remove(&zone);
+                if !gone.is_empty() {
+                    let _ = self.events.send(SyncEvent::DeletedRemotely { ids: gone });
+                }
             }
         }
         self.reload_meta().await;
@@ -1119,19 +1139,20 @@ impl SessionState {
             .map_or(true, |page| !page.records.is_empty())
     }
 
-    /// After a full refetch (an expired token): a record holding a change tag here, with no
-    /// pending change, that the refetch did not return was deleted on the server (a refetch from
-    /// no token reports no deletions).
-    async fn reconcile_refetch(&mut self, zone: &ZoneId, token: ChangeToken) {
-        let Some(seen) = self.refetch_seen.remove(zone) else {
-            return;
-        };
+    /// At the end of a full refetch (an expired token): the records holding a change tag here,
+    /// with no pending change, that the refetch did not return, which were deleted on the server
+    /// (a refetch from no token reports no deletions). `None` if the store could not be read.
+    async fn refetch_gone(&self, zone: &ZoneId) -> Option<Vec<RecordId>> {
+        let seen = self.refetch_seen.get(zone)?;
         let mut gone = Vec::new();
         let mut after = None;
         loop {
-            let Ok(page) = self.c.store.records_in_zone(zone.clone(), after, 500).await else {
-                return;
-            };
+            let page = self
+                .c
+                .store
+                .records_in_zone(zone.clone(), after, 500)
+                .await
+                .ok()?;
             for record in &page.records {
                 if record.system.is_some()
                     && !seen.contains(&record.id)
@@ -1142,21 +1163,8 @@ impl SessionState {
             }
             match page.next {
                 Some(next) => after = Some(next),
-                None => break,
+                None => return Some(gone),
             }
-        }
-        if gone.is_empty() {
-            return;
-        }
-        let page = FetchedPage {
-            zone: zone.clone(),
-            changed: Vec::new(),
-            deleted: gone.clone(),
-            token,
-            more_coming: false,
-        };
-        if self.c.store.apply_fetched(page).await.is_ok() {
-            let _ = self.events.send(SyncEvent::DeletedRemotely { ids: gone });
         }
     }
 

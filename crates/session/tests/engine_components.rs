@@ -1,15 +1,18 @@
 //! Components replaced through the builder, and the engine's reaction: a scripted transport whose
 //! first send dies mid-request (a local failure: redone, never counted, liveness kept), a custom
-//! resolver, an always-granting throttle, and a server that is not there (offline, never a halt).
+//! resolver, an always-granting throttle, a server that is not there (offline, never a halt), and
+//! a power-loss disk under the store (a failing disk; a power cut at each sync of a refetch).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::*;
 use skysync_conflict::Custom;
+use skysync_devserver::DevServer;
 use skysync_model::wire::{Subscription, UserIdentity};
 use skysync_model::{ChangeToken, CloudError, PendingChange, Record, Resolution, ZoneId};
 use skysync_session::Status;
+use skysync_store::power_loss::{DiskUnit, PowerLossDisk, UnsyncedWrites};
 use skysync_throttle::ThrottleConfig;
 use skysync_transport::{
     CloudDatabase, DatabaseChangesPage, LookupOutcome, ModifyBatch, ModifyOutcome, ZoneChangesPage,
@@ -279,4 +282,117 @@ async fn offline_is_ridden_out_when_the_server_comes_back() {
     assert!(on_server.contains_key("n1") && on_server.contains_key("n2"));
     assert!(a.diagnostics().await.halt.is_none());
     a.engine.shutdown().await;
+}
+
+/// A device over `disk` (a power-loss disk), fetching only when told; `None` if the engine could
+/// not start (the power went while it opened the store).
+async fn device_on(server: &DevServer, user: &str, disk: &PowerLossDisk) -> Option<Device> {
+    let unit = DiskUnit::new(
+        disk.clone(),
+        skysync_store::StoreConfig::default(),
+        skysync_queue::QueueConfig::default(),
+    );
+    let (store, queue) = (unit.store(), unit.queue());
+    let dir = tempfile::tempdir().unwrap();
+    let engine = skysync_session::Engine::builder(dir.path().join("unused.redb"))
+        .dev_server(server.base_url(), user)
+        .unwrap()
+        .throttle(fast_throttle())
+        .session(fetch_only_when_told())
+        .store(store, queue, unit)
+        .build()
+        .await
+        .ok()?;
+    Some(Device {
+        dir,
+        engine,
+        token: user.to_owned(),
+    })
+}
+
+/// A refetch from no token (after an expired token) learns of deletions only at its end, from
+/// what it did not return; its last page, those deletions and the zone's token must commit
+/// together. With the token committed first and the deletions after, a power cut in between left
+/// the device past deletions it never applied, keeping a record the server had deleted for good.
+/// The power is cut at each sync of the refetch in turn, and the device restarted on what the disk
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_at_any_commit_of_a_refetch_never_keeps_a_record_deleted_on_the_server() {
+    let server = server().await;
+    let user = "refetch-cut";
+    let writer = Device::start_with(&server, user, fetch_only_when_told()).await;
+    for name in ["kept", "gone"] {
+        writer.engine.save(note(name, "x")).await.unwrap();
+    }
+    wait_quiet(&writer).await;
+    let disk = PowerLossDisk::new();
+    let reader = device_on(&server, user, &disk).await.unwrap();
+    settle(&[&reader]).await;
+    assert_eq!(reader.records().await.len(), 2);
+    reader.engine.shutdown().await;
+    let image = disk.synced_image();
+    writer.engine.delete(id("gone")).await.unwrap();
+    wait_quiet(&writer).await;
+    writer.engine.shutdown().await;
+
+    let mut cuts = 0;
+    for cut in 1..=50u64 {
+        server.faults().clear();
+        // The device's first fetch is told its token expired: a refetch from no token.
+        arm(
+            &server,
+            serde_json::json!({"operation": "changes/zone", "count": 1,
+                "serverErrorCode": "CHANGE_TOKEN_EXPIRED"}),
+        )
+        .await;
+        let disk = PowerLossDisk::with_contents(image.clone());
+        disk.cut_power_at_sync(cut);
+        let Some(reader) = device_on(&server, user, &disk).await else {
+            // The power went while the engine opened its store, before any fetch.
+            continue;
+        };
+        reader.engine.sync_now();
+        let mut finished = false;
+        for _ in 0..200 {
+            if disk.power_lost() {
+                break;
+            }
+            // A read may fail once the power is gone: the loop looks again.
+            if let Ok(page) = reader.engine.records_in_zone(zone(), None, 500).await
+                && !page.records.iter().any(|r| r.id.record_name == "gone")
+            {
+                finished = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        reader.engine.shutdown().await;
+        if finished && !disk.power_lost() {
+            // The refetch ended before the planned cut: every sync it makes was cut once.
+            assert!(cuts > 0, "no sync of the refetch was ever cut");
+            return;
+        }
+        assert!(
+            disk.power_lost(),
+            "cut at sync {cut}: the refetch never ended"
+        );
+        cuts += 1;
+        server.faults().clear();
+        let restarted = device_on(&server, user, &disk.after_power_loss(UnsyncedWrites::Lost))
+            .await
+            .expect("the store opens again after the power cut");
+        settle(&[&restarted]).await;
+        let held = restarted.records().await;
+        assert!(
+            !held.contains_key("gone"),
+            "power cut at sync {cut} of the refetch: the restarted device still holds a record \
+             the server deleted"
+        );
+        assert!(
+            held.contains_key("kept"),
+            "power cut at sync {cut}: a live record went missing"
+        );
+        restarted.engine.shutdown().await;
+    }
+    panic!("the refetch made more than 50 syncs");
 }
