@@ -47,6 +47,9 @@ const SETTLE_ROUND: Duration = Duration::from_secs(2);
 /// longest cool-down an exhausted operation can reach here, several times over.
 const SETTLE_LIMIT: Duration = Duration::from_secs(1800);
 
+/// How often a planned power cut is looked for while time passes.
+const CUT_WATCH: Duration = Duration::from_millis(5);
+
 /// How long a step may let time pass: short steps interleave edits with requests in flight, long
 /// ones let backoffs and periodic fetches run.
 const PASSES: [Duration; 6] = [
@@ -194,6 +197,15 @@ enum Action {
         name: String,
         kind: Kind,
         at: CutPoint,
+        unsynced: UnsyncedWrites,
+    },
+    /// The power goes at the device's `sync`-th next sync, if it syncs within `span` while the
+    /// engine works on its own (a fetched page, a confirmation, a resolution committing): the
+    /// moments between the transactions of one sync step.
+    CutDuringSync {
+        device: usize,
+        sync: u64,
+        span: Duration,
         unsynced: UnsyncedWrites,
     },
     Fault(Fault),
@@ -505,6 +517,12 @@ impl World {
                 None => pass(&mut self.rng),
             },
             65..72 => Action::Fault(self.random_fault(device)),
+            72..76 if self.config.cuts_during_sync => Action::CutDuringSync {
+                device,
+                sync: self.rng.random_range(1..=6),
+                span: PASSES[self.rng.random_range(0..PASSES.len())],
+                unsynced: self.random_unsynced(),
+            },
             96.. => Action::SyncNow { device },
             _ => pass(&mut self.rng),
         }
@@ -680,6 +698,48 @@ impl World {
                 armed.map_err(|e| Stop::Harness(format!("the fault `{what}` was refused: {e}")))?;
                 self.stats.faults_armed += 1;
                 self.note(at, None, format!("fault: {what}"), "armed");
+            }
+            Action::CutDuringSync {
+                device,
+                sync,
+                span,
+                unsynced,
+            } => {
+                let disk = self.life(device)?.disk.clone();
+                let planned = disk.syncs() + sync;
+                disk.cut_power_at_sync(planned);
+                // Time passes in slices, so that the machine is off (network too) right after
+                // its disk.
+                let mut passed = Duration::ZERO;
+                while passed < span && !disk.power_lost() {
+                    let slice = CUT_WATCH.min(span - passed);
+                    self.clock()?.pass(slice).await;
+                    passed += slice;
+                }
+                if disk.power_lost() {
+                    self.cut_and_restart(device, unsynced).await?;
+                    self.note(
+                        at,
+                        Some(device),
+                        format!(
+                            "power cut at its sync +{sync}, {} in ({})",
+                            show_duration(passed),
+                            show_unsynced(unsynced)
+                        ),
+                        "restarted",
+                    );
+                } else {
+                    disk.cut_power_at_sync(u64::MAX);
+                    self.note(
+                        at,
+                        Some(device),
+                        format!(
+                            "power cut planned at its sync +{sync} within {}",
+                            show_duration(span)
+                        ),
+                        "not reached",
+                    );
+                }
             }
             Action::Pass(span) => {
                 self.clock()?.pass(span).await;
