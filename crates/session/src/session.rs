@@ -1089,7 +1089,7 @@ impl SessionState {
             token: page.token.clone(),
             more_coming: page.more_coming,
         };
-        let applied = if refetching && page.more_coming {
+        let applied = if refetching {
             self.c.store.apply_refetched_page(fetched).await
         } else {
             self.c.store.apply_fetched(fetched).await
@@ -1186,7 +1186,7 @@ impl SessionState {
                 seq = sent.seq.0,
                 delete = sent.change.is_delete(),
                 sent_tag = sent.change.change_tag().map_or("", |t| t.0.as_str()),
-                outcome = ?outcome,
+                outcome = %outcome_brief(&outcome),
                 "sent change answered"
             );
             match outcome {
@@ -1674,10 +1674,10 @@ impl SessionState {
 
     /// Whether a batch should wait for more changes before it goes, and until when. A full batch
     /// (its count limit reached, or three quarters of its byte limit) goes at once; so does one
-    /// made after the app has been quiet for `send_debounce`. While the app
-    /// keeps saving, a partial batch waits until it has been quiet that long, for at most
-    /// `max_send_delay` in all: a stream of saves goes out in full batches (one request of 200
-    /// instead of many of a few), and a steady trickle still goes out within that delay.
+    /// made after the app has been quiet for `send_debounce`. While the app keeps saving, a
+    /// partial batch waits until it has been quiet that long, for at most `max_send_delay` in
+    /// all: a stream of saves goes out in full batches (one request of 200 instead of many of a
+    /// few), and a steady trickle still goes out within that delay.
     fn linger_deadline(&mut self, batch: &Batch) -> Option<Instant> {
         if batch.len() >= self.limits.max_changes
             || batch.wire_len() >= self.limits.max_bytes / 4 * 3
@@ -1961,4 +1961,20 @@ fn error_brief(error: &CloudError) -> String {
 fn jittered(interval: Duration) -> Duration {
     let factor = 0.9 + rand::random::<f64>() * 0.2;
     interval.mul_f64(factor)
+}
+
+/// A send's answer for one change, for the debug log: the outcome and the change tags involved,
+/// never the record's fields (an app's data stays out of logs).
+fn outcome_brief(outcome: &ModifyOutcome) -> String {
+    match outcome {
+        ModifyOutcome::Saved { system, .. } => format!("saved as {}", system.change_tag.0),
+        ModifyOutcome::Deleted { .. } => "deleted".to_owned(),
+        ModifyOutcome::Conflict { server_record, .. } => {
+            match server_record.as_ref().and_then(|r| r.change_tag()) {
+                Some(tag) => format!("conflict with the server's copy at {}", tag.0),
+                None => "conflict, the server's copy to be looked up".to_owned(),
+            }
+        }
+        ModifyOutcome::Failed { error, .. } => format!("failed: {error}"),
+    }
 }

@@ -1058,13 +1058,7 @@ async fn a_record_other_devices_keep_editing_is_resolved_every_time_and_never_pa
         .save(mine.with("title", "mine"))
         .await
         .unwrap();
-    for _ in 0..1500 {
-        let d = device.diagnostics().await;
-        if d.queue.pending == 0 && d.open_conflicts == 0 && d.in_flight.is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_quiet(&device).await;
     let d = device.diagnostics().await;
     assert_eq!(d.queue.parked, 0, "contention parked the change: {d:#?}");
     assert_eq!(d.queue.pending, 0, "{d:#?}");

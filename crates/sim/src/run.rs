@@ -729,6 +729,7 @@ impl World {
                         "restarted",
                     );
                 } else {
+                    // Disarmed: a sync that far off never comes.
                     disk.cut_power_at_sync(u64::MAX);
                     self.note(
                         at,

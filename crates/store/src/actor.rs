@@ -545,12 +545,7 @@ impl StoreHandle {
     /// Applies a fetched page and advances its zone's token in one transaction. See
     /// [`Mirror::apply_fetched`].
     pub async fn apply_fetched(&self, page: FetchedPage) -> Result<FetchOutcome, StoreError> {
-        self.call("apply_fetched", |reply| StoreMsg::ApplyFetched {
-            page,
-            refetch: false,
-            reply,
-        })
-        .await
+        self.apply_page("apply_fetched", page, false).await
     }
 
     /// Applies a page of a refetch from no token, keeping the zone's stored token as it was until
@@ -559,9 +554,18 @@ impl StoreHandle {
         &self,
         page: FetchedPage,
     ) -> Result<FetchOutcome, StoreError> {
-        self.call("apply_fetched", |reply| StoreMsg::ApplyFetched {
+        self.apply_page("apply_refetched_page", page, true).await
+    }
+
+    async fn apply_page(
+        &self,
+        operation: &'static str,
+        page: FetchedPage,
+        refetch: bool,
+    ) -> Result<FetchOutcome, StoreError> {
+        self.call(operation, |reply| StoreMsg::ApplyFetched {
             page,
-            refetch: true,
+            refetch,
             reply,
         })
         .await

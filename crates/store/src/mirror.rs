@@ -298,9 +298,10 @@ impl Mirror {
     /// Applies a page of a refetch from no token (after an expired token, or on a device that
     /// already holds records) like [`Mirror::apply_fetched`], except that the zone's stored token
     /// stays as it was (none) until the refetch's last page (`more_coming: false`). A refetch
-    /// reports no deletions: the caller reconciles them at its end against the records it saw. If
-    /// the process dies before then, the next start must refetch from no token again, not go on
-    /// from a token of the middle of the refetch and miss those deletions for good.
+    /// reports no deletions: the caller adds to its last page the records it holds that the
+    /// refetch did not return, so that they go in the transaction that stores the token. If the
+    /// process dies before then, the next start must refetch from no token again, not go on from
+    /// a token of the middle of the refetch and miss those deletions for good.
     pub fn apply_refetched_page(
         &self,
         txn: &WriteTransaction,
